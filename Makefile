@@ -1,0 +1,36 @@
+# videolabel: the two commands of the README, and their parts.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DEMO   ?= demo
+# demo size: videos per digit of the embedded AV-Digits subset, and training epochs
+PER_CLASS ?= 24
+EPOCHS    ?= 30
+
+.PHONY: install demo test clean-demo
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[test,cpu]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Build AV-Digits from the embedded subset, then ingest -> train (tiny preset) -> assign -> evaluate.
+demo: install
+	$(PY) examples/avdigits/build.py --out $(DEMO)/avdigits --per-class $(PER_CLASS) --size 64x64 --seconds 2 --seed 0
+	$(VENV)/bin/videolabel ingest $(DEMO)/avdigits/videos --out $(DEMO)/cache --size 64x64 --frames 8 --fps 8 \
+		--clips-per-video 2
+	rm -rf $(DEMO)/run
+	$(VENV)/bin/videolabel train $(DEMO)/cache --out $(DEMO)/run --preset tiny --clusters 10 --heads 3 \
+		--epochs $(EPOCHS) --batch-size 32 --workers 0 --gt $(DEMO)/avdigits/labels.csv --progress log
+	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/assignments.parquet
+	$(VENV)/bin/videolabel evaluate $(DEMO)/assignments.parquet --gt $(DEMO)/avdigits/labels.csv
+
+test: install
+	$(PY) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)

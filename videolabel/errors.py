@@ -1,0 +1,24 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero, never a traceback."""
+
+from __future__ import annotations
+
+
+class VideolabelError(Exception):
+    """A user-facing error: bad flag, missing file, mismatched cache or run. ``exit_code`` is the CLI code."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigMismatchError(VideolabelError):
+    """A cache or run was made with a different configuration than the one asked for."""
+
+
+class TooManyFailuresError(VideolabelError):
+    """More inputs failed than ``--max-failures`` allows (exit code 3)."""
+
+    exit_code = 3
