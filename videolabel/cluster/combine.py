@@ -1,0 +1,79 @@
+"""Multi-modal single labelling: average log-probabilities over augmentations and modalities (eq. 6).
+
+Eq. 6 replaces log P by ``E_t[log softmax Psi(t x_i)]``, the expectation running over the data
+augmentations t, the modality splicings t_a (audio only) and t_v (visual only) included. With one
+prediction per modality this is ``(log P_audio + log P_visual) / 2``. A sample for which a modality is
+missing (a video without audio) averages over the modalities it has: the visual prediction stands alone.
+
+The result is not renormalised (``logsumexp`` over K is <= 0 by Jensen); Sinkhorn-Knopp and argmax are
+invariant to per-row shifts, so no renormalisation is needed for labelling.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["combine_log_probs"]
+
+
+def combine_log_probs(
+    log_ps: Sequence[Tensor],
+    present: Sequence[Tensor | None] | None = None,
+) -> Tensor:
+    """Eq. 6: the mean of the log-probabilities that are present, per sample.
+
+    Args:
+        log_ps: M tensors [N, K] of log-probabilities (one per augmentation/modality), same shape.
+        present: None (all present) or M boolean tensors [N] (None entries: all present). Where
+            ``present[m][i]`` is False, ``log_ps[m][i]`` is ignored (it may hold anything, even NaN).
+
+    Returns:
+        [N, K] tensor in the promoted dtype of the inputs: row i is the mean of ``log_ps[m][i]`` over
+        the m with ``present[m][i]``.
+
+    Raises:
+        ValueError: no inputs, shape mismatch, or a sample with no modality present.
+    """
+    if len(log_ps) == 0:
+        raise ValueError("combine_log_probs needs at least one log-probability tensor")
+    shape = log_ps[0].shape
+    if len(shape) != 2:
+        raise ValueError(f"log-probabilities must be [N, K], got shape {tuple(shape)}")
+    for lp in log_ps:
+        if lp.shape != shape:
+            raise ValueError(f"all log-probabilities must have shape {tuple(shape)}, got {tuple(lp.shape)}")
+    dtype = log_ps[0].dtype
+    for lp in log_ps[1:]:
+        dtype = torch.promote_types(dtype, lp.dtype)
+    device = log_ps[0].device
+
+    if present is None or all(m is None for m in present):
+        if present is not None and len(present) != len(log_ps):
+            raise ValueError(f"got {len(present)} presence masks for {len(log_ps)} inputs")
+        total = log_ps[0].to(dtype=dtype, copy=True)
+        for lp in log_ps[1:]:
+            total.add_(lp.to(device=device, dtype=dtype))
+        return total.div_(len(log_ps))
+
+    if len(present) != len(log_ps):
+        raise ValueError(f"got {len(present)} presence masks for {len(log_ps)} inputs")
+    n = shape[0]
+    total = torch.zeros(shape, dtype=dtype, device=device)
+    count = torch.zeros(n, dtype=dtype, device=device)
+    for lp, mask in zip(log_ps, present):
+        if mask is None:
+            mask_t = torch.ones(n, dtype=torch.bool, device=device)
+        else:
+            mask_t = mask.to(device=device)
+            if mask_t.dtype != torch.bool or mask_t.shape != (n,):
+                raise ValueError(f"presence masks must be boolean [N] = [{n}], got {mask_t.dtype} "
+                                 f"{tuple(mask_t.shape)}")
+        total.add_(torch.where(mask_t.unsqueeze(1), lp.to(device=device, dtype=dtype), 0.0))
+        count.add_(mask_t.to(dtype))
+    if bool((count == 0).any()):
+        missing = int((count == 0).sum())
+        raise ValueError(f"{missing} sample(s) have no modality/augmentation present")
+    return total.div_(count.unsqueeze(1))
