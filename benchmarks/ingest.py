@@ -1,0 +1,214 @@
+"""Ingest benchmark: run_ingest vs bare ffmpeg decoding, and random-access reads from the shards.
+
+Generates a set of H.264 + AAC videos from lavfi sources with the ffmpeg binary (kept between runs
+in ``--data``), then in one run times:
+
+(a) ``run_ingest`` into a fresh cache (``--workers`` processes);
+(b) bare ffmpeg on the same files at the same parallelism: per video one process decoding the whole
+    video to rgb24 rawvideo at the same fps / scale / crop into a pipe, and one decoding the audio
+    to mono f32le at the same sample rate into a pipe - what a minimal script would do;
+(c) random-access reads through ``ShardDataset.__getitems__`` with random batches, in this one
+    process (clips/s per core), page cache warm (the cache was just written).
+
+(a) and (b) alternate for ``--rounds`` rounds (shared machines are noisy): the report gives the best
+and the median wall time of each, and CPU seconds (user + sys of this process and its children).
+
+    python benchmarks/ingest.py                     # 200 videos of 10 s, 640x360
+    python benchmarks/ingest.py --n 40 --seconds 4  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from videolabel.config import IngestConfig
+from videolabel.data.dataset import ShardDataset
+from videolabel.ingest import run_ingest
+from videolabel.media.binary import ffmpeg_version, find_ffmpeg
+from videolabel.media.decode import SCALE_FLAGS
+
+
+def generate(ffmpeg: str, data: Path, n: int, seconds: float, size: str, workers: int, gop: int | None = None) -> list[Path]:
+    """``n`` H.264/AAC videos (x264 veryfast; GOP ``gop`` frames, default x264's 250) of ``seconds``
+    at ``size``; cached in ``data``."""
+    w, h = (int(x) for x in size.split("x"))
+    tag = data / f".set-{n}-{seconds:g}-{size}-{gop}"
+    paths = [data / f"v{k:04d}.mp4" for k in range(n)]
+    if tag.exists() and all(p.exists() for p in paths):
+        return paths
+    data.mkdir(parents=True, exist_ok=True)
+
+    def one(k: int) -> None:
+        src = ["testsrc2", "mandelbrot", "life", "cellauto"][k % 4]
+        opts = {"testsrc2": f"s={w}x{h}:r=30", "mandelbrot": f"s={w}x{h}:r=30", "life": f"s={w}x{h}:r=30:mold=10:ratio=0.1",
+                "cellauto": f"s={w}x{h}:r=30:rule={18 + k % 100}"}[src]
+        cmd = [ffmpeg, "-y", "-hide_banner", "-loglevel", "error", "-nostdin",
+               "-f", "lavfi", "-i", f"{src}={opts},format=yuv420p",
+               "-f", "lavfi", "-i", f"sine=frequency={200 + 10 * k}:sample_rate=44100",
+               "-t", f"{seconds:g}", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+               "-c:a", "aac", "-b:a", "96k", "-threads", "1", *(["-g", str(gop)] if gop else []), str(paths[k])]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    t = time.monotonic()
+    with cf.ThreadPoolExecutor(workers) as ex:
+        list(ex.map(one, range(n)))
+    tag.write_text("ok")
+    print(f"generated {n} videos in {time.monotonic() - t:.1f} s", file=sys.stderr)
+    return paths
+
+
+def bare_ffmpeg(ffmpeg: str, paths: list[Path], cfg: IngestConfig, workers: int) -> float:
+    """Seconds to decode all ``paths`` with plain ffmpeg commands, ``workers`` at a time."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    vf = (f"fps={cfg.fps:g},scale={cfg.width}:{cfg.height}:force_original_aspect_ratio=increase:flags={SCALE_FLAGS},"
+          f"crop={cfg.width}:{cfg.height},format=rgb24")
+
+    def one(p: Path) -> int:
+        v = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads), "-i", str(p),
+                            "-an", "-vf", vf, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"], capture_output=True, check=True)
+        a = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads), "-i", str(p),
+                            "-vn", "-ac", "1", "-ar", str(cfg.sample_rate), "-f", "f32le", "pipe:"], capture_output=True, check=True)
+        return len(v.stdout) + len(a.stdout)
+
+    t = time.monotonic()
+    with cf.ThreadPoolExecutor(workers) as ex:
+        list(ex.map(one, paths))
+    return time.monotonic() - t
+
+
+def reads(cache: Path, batch: int, seconds: float) -> tuple[float, float, int]:
+    """(clips/s through __getitems__, clips/s through __getitem__, clips in the cache), one process."""
+    ds = ShardDataset(cache)
+    rng = np.random.default_rng(0)
+    n = 0
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        b = ds.__getitems__(rng.integers(0, len(ds), batch).tolist())
+        n += b["video"].shape[0]
+    batched = n / (time.monotonic() - t)
+    n = 0
+    t = time.monotonic()
+    while time.monotonic() - t < seconds / 2:
+        ds[int(rng.integers(0, len(ds)))]
+        n += 1
+    single = n / (time.monotonic() - t)
+    return batched, single, len(ds)
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process and its waited-for children (ffmpeg, workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="number of videos (default 200)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each video (default 10)")
+    ap.add_argument("--size", default="640x360", help="source size WxH (default 640x360)")
+    ap.add_argument("--gop", type=int, default=None, help="keyframe interval in frames (default: x264's 250)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--clips-per-video", type=int, default=3)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="random-read batch size")
+    ap.add_argument("--read-seconds", type=float, default=5.0)
+    ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "videolabel-bench-data")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = ap.parse_args()
+
+    ffmpeg = find_ffmpeg()
+    cfg = IngestConfig(clips_per_video=args.clips_per_video)
+    name = f"{args.n}x{args.seconds:g}s-{args.size}" + (f"-g{args.gop}" if args.gop else "")
+    paths = generate(ffmpeg, args.data / name, args.n, args.seconds, args.size, args.workers, args.gop)
+    src = paths[0].parent
+    work = Path(tempfile.mkdtemp(prefix="videolabel-bench-"))
+    walls: dict[str, list[float]] = {"ingest": [], "bare": []}
+    cpus: dict[str, list[float]] = {"ingest": [], "bare": []}
+    try:
+        for p in paths:  # warm the page cache for both contenders alike
+            p.read_bytes()
+        for rnd in range(args.rounds):
+            c0 = _cpu()
+            walls["bare"].append(bare_ffmpeg(ffmpeg, paths, cfg, args.workers))
+            c1 = _cpu()
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            s = run_ingest(src, work / "cache", cfg, workers=args.workers, shard_size=args.shard_size, progress="none")
+            c2 = _cpu()
+            assert s.ingested == args.n, s.to_dict()
+            walls["ingest"].append(s.seconds)
+            cpus["bare"].append(c1 - c0)
+            cpus["ingest"].append(c2 - c1)
+            print(f"round {rnd + 1}: bare {walls['bare'][-1]:.2f} s, ingest {walls['ingest'][-1]:.2f} s", file=sys.stderr)
+        r_batched, r_single, n_clips = reads(work / "cache", args.batch, args.read_seconds)
+        size_mb = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file()) / 1e6
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    best = {k: min(v) for k, v in walls.items()}
+    med = {k: float(np.median(v)) for k, v in walls.items()}
+    cpu = {k: float(np.median(v)) for k, v in cpus.items()}
+    res = {
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "ffmpeg": ffmpeg_version(ffmpeg),
+                    "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "set": {"videos": args.n, "seconds": args.seconds, "size": args.size, "codec": "h264 (x264 veryfast) + aac",
+                "gop_frames": args.gop or 250},
+        "workers": args.workers,
+        "rounds": args.rounds,
+        "ingest_s_best": round(best["ingest"], 2),
+        "ingest_s_median": round(med["ingest"], 2),
+        "bare_ffmpeg_s_best": round(best["bare"], 2),
+        "bare_ffmpeg_s_median": round(med["bare"], 2),
+        "ingest_videos_per_s_best": round(args.n / best["ingest"], 2),
+        "bare_videos_per_s_best": round(args.n / best["bare"], 2),
+        "ratio_ingest_over_bare_best": round(best["bare"] / best["ingest"], 2),
+        "ratio_ingest_over_bare_median": round(med["bare"] / med["ingest"], 2),
+        "ingest_cpu_s_per_video": round(cpu["ingest"] / args.n, 4),
+        "bare_cpu_s_per_video": round(cpu["bare"] / args.n, 4),
+        "clips": n_clips,
+        "cache_mb": round(size_mb, 1),
+        "read_clips_per_s_batched": round(r_batched, 1),
+        "read_batch": args.batch,
+        "read_clips_per_s_single": round(r_single, 1),
+    }
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"machine: {res['machine']['cpu']}, {res['machine']['cores']} cores; {res['machine']['ffmpeg']}")
+    print(f"set: {args.n} videos x {args.seconds:g} s, {args.size}, {res['set']['codec']}; workers {args.workers}")
+    print(f"(a) run_ingest : best {best['ingest']:7.2f} s  median {med['ingest']:7.2f} s  "
+          f"{res['ingest_videos_per_s_best']:6.2f} videos/s  {res['ingest_cpu_s_per_video']:.3f} CPU s/video  "
+          f"({n_clips} clips, {size_mb:.0f} MB)")
+    print(f"(b) bare ffmpeg: best {best['bare']:7.2f} s  median {med['bare']:7.2f} s  "
+          f"{res['bare_videos_per_s_best']:6.2f} videos/s  {res['bare_cpu_s_per_video']:.3f} CPU s/video")
+    print(f"ratio ingest / bare throughput: {res['ratio_ingest_over_bare_best']:.2f}x best-of-{args.rounds}, "
+          f"{res['ratio_ingest_over_bare_median']:.2f}x median (goal >= 0.8x)")
+    print(f"(c) random reads: {r_batched:.0f} clips/s per core (__getitems__, batch {args.batch}), "
+          f"{r_single:.0f} clips/s (__getitem__)")
+
+
+if __name__ == "__main__":
+    main()

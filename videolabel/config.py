@@ -1,0 +1,122 @@
+"""Typed configurations, their JSON round-trip and hashes.
+
+The ingest configuration travels with the cache (``CACHE/config.json``) and, through its hash, with
+every training run and checkpoint: preprocessing must travel with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from videolabel.errors import VideolabelError
+
+FORMAT_VERSION = 1
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How videos become clips and spectrograms. Defaults follow the paper (method.md, "Data")."""
+
+    frames: int = 30  # frames per clip
+    fps: float = 30.0  # frames are resampled to this rate
+    clips_per_video: int = 3  # clips spread evenly over the video
+    height: int = 128  # stored frame size: short side 128 leaves room for the 112 crop + jitter
+    width: int = 171
+    sample_rate: int = 16000  # audio is resampled to this rate, mono
+    n_mels: int = 257
+    mel_frames: int = 199
+    hop_ms: float = 10.0
+    win_ms: float = 20.0
+    n_fft: int = 2048  # zero-padded FFT: fine enough that no mel filter is empty
+    log_eps: float = 1e-6  # stored value: log(mel_power + log_eps)
+    short: str = "pad"  # a video shorter than one clip: "pad" (repeat last frame) or "skip"
+    require_audio: bool = False  # a video without audio fails instead of getting a silent spectrogram
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.frames / self.fps
+
+    @property
+    def audio_seconds(self) -> float:
+        """Length of audio behind one spectrogram: (mel_frames - 1) hops + one window."""
+        return ((self.mel_frames - 1) * self.hop_ms + self.win_ms) / 1000.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Stored frame size (height, width)."""
+        return self.height, self.width
+
+    def validate(self) -> "IngestConfig":
+        """Raise a one-line :class:`VideolabelError` when the configuration cannot work; else return it."""
+        problems = []
+        if self.frames < 1 or self.clips_per_video < 1:
+            problems.append("frames and clips_per_video must be >= 1")
+        if not self.fps > 0:
+            problems.append("fps must be > 0")
+        if self.height < 8 or self.width < 8:
+            problems.append(f"frame size {self.height}x{self.width} is too small (>= 8x8)")
+        if self.short not in ("pad", "skip"):
+            problems.append(f"short must be 'pad' or 'skip', not {self.short!r}")
+        if self.format_version != FORMAT_VERSION:
+            problems.append(f"format_version {self.format_version} is not supported (this is {FORMAT_VERSION})")
+        if self.sample_rate < 1000 or self.n_mels < 1 or self.mel_frames < 1:
+            problems.append("sample_rate >= 1000, n_mels >= 1 and mel_frames >= 1 are required")
+        hop = self.hop_ms * self.sample_rate / 1000.0
+        win = self.win_ms * self.sample_rate / 1000.0
+        if abs(hop - round(hop)) > 1e-6 or abs(win - round(win)) > 1e-6 or round(hop) < 1 or round(win) < 2:
+            problems.append(f"hop ({self.hop_ms} ms) and window ({self.win_ms} ms) must be whole numbers of samples at {self.sample_rate} Hz")
+        elif self.n_fft < round(win):
+            problems.append(f"n_fft {self.n_fft} is shorter than the window ({round(win)} samples)")
+        if not problems and self.n_fft >= 2:
+            from videolabel.ingest.logmel import empty_filters  # local: config must stay light
+
+            empty = empty_filters(self)
+            if empty:
+                problems.append(
+                    f"{len(empty)} of {self.n_mels} mel filters are empty at sample_rate={self.sample_rate}, "
+                    f"n_fft={self.n_fft}: raise n_fft or lower n_mels"
+                )
+        if problems:
+            raise VideolabelError("invalid ingest config: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+def config_hash(cfg: Any) -> str:
+    """Stable short hash of a dataclass config (sorted-key JSON)."""
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, origin: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a clear message."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise VideolabelError(f"{origin}: unknown key(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise VideolabelError(f"{origin}: {exc}") from None
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise VideolabelError(f"missing file: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise VideolabelError(f"{path} is not valid JSON: {exc}") from None

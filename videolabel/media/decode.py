@@ -1,0 +1,473 @@
+"""Decoding clip windows with ffmpeg: frames as rgb24, audio as mono float32 PCM.
+
+Commands are built with ffmpeg-python and run by :mod:`subprocess` under a deadline. By default
+ONE ffmpeg process per video decodes everything (:func:`decode_clips`): frames on stdout, audio on
+a second pipe (``pass_fds``), so the file is opened, demuxed and decoded once.
+
+* The clip windows (video: the clip; audio: ~2 s centred on it) that lie close together (gap at
+  most :data:`MERGE_GAP_S`) form a *span*; each span is one ``-ss``/``-t`` input of the file (input
+  seeking: ffmpeg jumps to the keyframe before the span, decodes and drops up to the exact start),
+  so a long video with a few clips is never decoded in full, while a short one is decoded once
+  instead of re-seeking per clip. Without a usable index (duration N/A) one span from 0 is used.
+* Video, per span: ``fps`` (constant rate, also for variable-frame-rate input) → ``select`` the
+  frames of the clips (before scaling: only kept frames are scaled) → ``scale`` to cover the stored
+  size (aspect and sample aspect ratio kept, huge inputs shrunk in ffmpeg) → centre ``crop`` →
+  ``format=rgb24`` (any pixel format); spans are concatenated to rawvideo with
+  ``-fps_mode passthrough`` (no duplicated frames). Rotation metadata is applied by ffmpeg's
+  default autorotation; the scale plan uses the post-rotation size from the probe.
+* Audio, per span: ``aresample`` → ``aformat`` mono float → ``apad``/``atrim`` to the exact sample
+  count, so span boundaries in the concatenated PCM are known; audio outside the file is silence.
+
+If the joint command fails, video and audio are decoded separately so that the error names the
+stream at fault. If fewer frames come out than planned (a video stream shorter than the container
+says, a truncated file) and there are several spans, each span is decoded again on its own so that
+every frame is attributed to its clip; missing frames at the end of a clip repeat the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import ffmpeg as ffmpeg_python
+import numpy as np
+
+from videolabel.media.probe import MediaError, MediaInfo, error_reason
+
+#: windows closer than this are decoded as one span (seeking costs up to a GOP of decoding)
+MERGE_GAP_S = 10.0
+#: extra input read after the last window (lets the fps filter place its last frame)
+READ_MARGIN_S = 0.2
+#: scaler used for the resize (area averaging: good for the large downscales ingest does)
+SCALE_FLAGS = "area"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Remaining time for the ffmpeg calls of one video."""
+
+    at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> "Deadline":
+        return cls(time.monotonic() + seconds)
+
+    def left(self) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise MediaError("ffmpeg timed out")
+        return left
+
+
+def run_ffmpeg(args: list[str], timeout: float, what: str) -> bytes:
+    """Run an ffmpeg command, return stdout; :class:`MediaError` with a one-line reason on failure."""
+    try:
+        # own session: a Ctrl-C on the terminal reaches the driver, not the decoders mid-file
+        out = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg timed out after {timeout:.0f} s while decoding {what}") from None
+    except OSError as exc:
+        raise MediaError(f"cannot run ffmpeg: {exc}") from None
+    if out.returncode != 0:
+        reason = error_reason(out.stderr.decode("utf-8", "replace"))
+        raise MediaError(f"ffmpeg failed decoding {what}: {reason}")
+    return out.stdout
+
+
+def cover_size(info: MediaInfo, height: int, width: int) -> tuple[int, int]:
+    """Size (h, w) to scale to so that the frame covers ``height`` x ``width`` with its aspect kept."""
+    w, h = info.width, info.height
+    if not w or not h:
+        return height, width
+    sar = info.sar or 1.0
+    rot = info.rotation % 180.0
+    if abs(rot - 90.0) < 1.0:
+        sar = 1.0 / sar  # the pixel aspect turns with the picture
+    aspect = (w * sar) / h  # display aspect ratio
+    if aspect >= width / height:
+        sh, sw = height, max(width, int(round(height * aspect)))
+    else:
+        sh, sw = max(height, int(round(width / aspect))), width
+    return sh, sw
+
+
+def _global(threads: int) -> list[str]:
+    return ["-nostdin", "-hide_banner", "-loglevel", "error", "-filter_complex_threads", str(threads)]
+
+
+@dataclass(frozen=True)
+class _Group:
+    first: int  # first unit (frame or sample) of the group, on the output time grid
+    ranges: tuple[tuple[int, int], ...]  # union of the windows, relative to `first`, sorted, disjoint
+
+    @property
+    def count(self) -> int:
+        return sum(b - a for a, b in self.ranges)
+
+    @property
+    def span(self) -> int:
+        return self.ranges[-1][1]
+
+
+def group_windows(starts: Sequence[int], length: int, merge_gap: int, *, from_zero: bool = False) -> list[_Group]:
+    """Group windows ``[s, s + length)`` whose gaps are at most ``merge_gap`` units. Pure.
+
+    ``from_zero``: one group anchored at 0 (decode from the start, no seeking).
+    """
+    if from_zero:
+        merged = group_windows(starts, length, 10**15)
+        if not merged:
+            return []
+        g = merged[0]
+        return [_Group(0, tuple((a + g.first, b + g.first) for a, b in g.ranges))]
+    groups: list[_Group] = []
+    cur: list[list[int]] = []
+    for s in sorted(set(int(x) for x in starts)):
+        if cur and s - cur[-1][1] <= merge_gap:
+            if s <= cur[-1][1]:
+                cur[-1][1] = max(cur[-1][1], s + length)
+            else:
+                cur.append([s, s + length])
+        else:
+            if cur:
+                groups.append(_make_group(cur))
+            cur = [[s, s + length]]
+    if cur:
+        groups.append(_make_group(cur))
+    return groups
+
+
+def _make_group(ranges: list[list[int]]) -> _Group:
+    first = ranges[0][0]
+    return _Group(first, tuple((a - first, b - first) for a, b in ranges))
+
+
+_PATH_TOKEN = "\x00videolabel-input\x00"
+
+
+def _input(path: str, start_s: float, dur_s: float, threads: int):
+    """One input of ``path`` reading ``[start_s, start_s + dur_s)`` (input seeking when start_s > 0)."""
+    kw: dict[str, object] = {"threads": threads, "t": f"{dur_s:.6f}"}
+    if start_s > 0:
+        kw["ss"] = f"{start_s:.6f}"
+    return ffmpeg_python.input(path, **kw)
+
+
+@dataclass
+class _Span:
+    """One decoded span of the file: a ``-ss``/``-t`` input feeding a video and/or audio chain."""
+
+    start_s: float  # seek point (on the frame grid when it has video)
+    end_s: float
+    first_frame: int = 0  # frame index of start_s on the fps grid
+    video: _Group | None = None  # frame ranges relative to first_frame
+    audio_first: int = 0  # sample index of start_s
+    audio_len: int = 0  # samples produced for this span (exactly: apad + atrim)
+
+
+def _plan(
+    starts: Sequence[int], frames: int, fps: float,
+    audio_starts: Sequence[int], audio_length: int, sample_rate: int, seek: bool,
+) -> list[_Span]:
+    """Group the video windows (frames) and audio windows (samples) into spans. Pure."""
+    items: list[tuple[float, float, str, int]] = [(s / fps, (s + frames) / fps, "v", int(s)) for s in starts]
+    for a in audio_starts:
+        if a + audio_length > 0:
+            items.append((max(0, a) / sample_rate, (a + audio_length) / sample_rate, "a", int(a)))
+    items.sort()
+    if not items:
+        return []
+    merged: list[list] = []
+    for lo, hi, kind, x in items:
+        if merged and (not seek or lo - merged[-1][1] <= MERGE_GAP_S):
+            merged[-1][1] = max(merged[-1][1], hi)
+            merged[-1][2].append((kind, x))
+        else:
+            merged.append([lo, hi, [(kind, x)]])
+    spans = []
+    for lo, hi, members in merged:
+        if not seek:
+            lo = 0.0
+        vstarts = [x for kind, x in members if kind == "v"]
+        astarts = [x for kind, x in members if kind == "a"]
+        if vstarts:
+            first = int(np.floor(lo * fps + 1e-6))
+            start_s = first / fps
+        else:
+            first = 0
+            start_s = max(0, min(astarts)) / sample_rate if seek else 0.0
+        span = _Span(start_s=start_s, end_s=hi, first_frame=first)
+        if vstarts:
+            g = group_windows([v - first for v in vstarts], frames, 10**15)[0]
+            span.video = _Group(0, tuple((a + g.first, b + g.first) for a, b in g.ranges))
+        if astarts:
+            span.audio_first = int(round(start_s * sample_rate))
+            span.audio_len = max(a + audio_length for a in astarts) - span.audio_first
+        spans.append(span)
+    return spans
+
+
+class _Job:
+    """Builds and runs one ffmpeg command over some spans (video and/or audio outputs)."""
+
+    def __init__(self, path: str, ffmpeg: str, info: MediaInfo, *, fps: float, height: int, width: int,
+                 sample_rate: int, threads: int) -> None:
+        self.path, self.ffmpeg, self.info = path, ffmpeg, info
+        self.fps, self.height, self.width, self.sample_rate, self.threads = fps, height, width, sample_rate, threads
+        self.sh, self.sw = cover_size(info, height, width) if info.video_index is not None else (height, width)
+
+    def _video_chain(self, span: _Span, inp):
+        assert span.video is not None
+        expr = "+".join(f"between(n,{a},{b - 1})" for a, b in span.video.ranges)
+        v = inp[str(self.info.video_index)].filter("fps", fps=f"{self.fps:g}").filter("select", expr)
+        v = v.filter("scale", self.sw, self.sh, flags=SCALE_FLAGS).filter("crop", self.width, self.height)
+        return v.filter("setsar", "1").filter("format", "rgb24")
+
+    def _audio_chain(self, span: _Span, inp):
+        n = span.audio_len
+        s = inp[str(self.info.audio_index)].filter("aresample", self.sample_rate)
+        s = s.filter("aformat", sample_fmts="flt", channel_layouts="mono")
+        return s.filter("apad", whole_len=n).filter("atrim", end_sample=n)
+
+    def run(self, spans: list[_Span], video: bool, audio: bool, deadline: Deadline) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Decode ``spans``; returns (frames [N, H, W, 3] or None, pcm float32 [M] or None)."""
+        vs, as_ = [], []
+        for span in spans:
+            inp = _input(_PATH_TOKEN, span.start_s, span.end_s - span.start_s + READ_MARGIN_S, self.threads)
+            if video and span.video is not None:
+                vs.append(self._video_chain(span, inp))
+            if audio and span.audio_len > 0:
+                as_.append(self._audio_chain(span, inp))
+        outputs = []
+        read_fd = write_fd = None
+        if vs:
+            vout = ffmpeg_python.concat(*vs, v=1, a=0) if len(vs) > 1 else vs[0]
+            outputs.append(ffmpeg_python.output(vout, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"))
+        if as_:
+            aout = ffmpeg_python.concat(*as_, v=0, a=1) if len(as_) > 1 else as_[0]
+            target = "pipe:1"
+            if vs:  # second output on its own pipe
+                read_fd, write_fd = os.pipe()
+                target = f"pipe:{write_fd}"
+            outputs.append(ffmpeg_python.output(aout, target, format="f32le", acodec="pcm_f32le", ar=self.sample_rate, ac=1))
+        if not outputs:
+            return None, None
+        node = ffmpeg_python.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
+        args = node.global_args(*_global(self.threads)).compile(cmd=self.ffmpeg)
+        # the real path goes in after ffmpeg-python, which cannot hash names that are not UTF-8
+        args = [self.path if a == _PATH_TOKEN else a for a in args]
+        what = "frames and audio" if vs and as_ else ("frames" if vs else "audio")
+        out, extra = _run(args, deadline.left(), what, read_fd, write_fd)
+        frames_arr = pcm = None
+        if vs:
+            fb = self.height * self.width * 3
+            n = len(out) // fb
+            frames_arr = np.frombuffer(out, np.uint8, count=n * fb).reshape(n, self.height, self.width, 3)
+            if as_:
+                pcm = np.frombuffer(extra, "<f4", count=len(extra) // 4)
+        elif as_:
+            pcm = np.frombuffer(out, "<f4", count=len(out) // 4)
+        return frames_arr, pcm
+
+
+def _run(args: list[str], timeout: float, what: str, read_fd: int | None, write_fd: int | None) -> tuple[bytes, bytes]:
+    """Run ffmpeg; stdout (and the extra pipe, drained by a thread) as bytes; MediaError on failure."""
+    if read_fd is None:
+        return run_ffmpeg(args, timeout, what), b""
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            b = os.read(read_fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    try:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(write_fd,), start_new_session=True)
+        except OSError as exc:
+            raise MediaError(f"cannot run ffmpeg: {exc}") from None
+        finally:
+            os.close(write_fd)  # the child has its copy: EOF reaches the reader when ffmpeg exits
+        reader.start()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise MediaError(f"ffmpeg timed out after {timeout:.0f} s while decoding {what}") from None
+        except BaseException:  # Ctrl-C in the driver (workers == 1): do not leave ffmpeg running
+            proc.kill()
+            proc.wait()
+            raise
+        reader.join()
+    finally:
+        if reader.is_alive():  # pragma: no cover - only after a kill
+            reader.join(5)
+        os.close(read_fd)
+    if proc.returncode != 0:
+        raise MediaError(f"ffmpeg failed decoding {what}: {error_reason(err.decode('utf-8', 'replace'))}")
+    return out, b"".join(chunks)
+
+
+def _assemble_video(spans: list[_Span], per_span: list[np.ndarray], starts: Sequence[int], frames: int,
+                    height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    video = np.zeros((len(starts), frames, height, width, 3), np.uint8)
+    real = np.zeros(len(starts), np.int64)
+    for span, got in zip(spans, per_span):
+        g = span.video
+        if g is None:
+            continue
+        union = np.concatenate([np.arange(a, b) for a, b in g.ranges])  # frame order in the output
+        for k, s in enumerate(starts):
+            rel = int(s) - span.first_frame
+            if not any(a <= rel < b for a, b in g.ranges):
+                continue
+            want = np.searchsorted(union, np.arange(rel, rel + frames))
+            n_real = int((want < got.shape[0]).sum())
+            real[k] = n_real
+            if n_real:
+                video[k, :n_real] = got[want[:n_real]]
+                video[k, n_real:] = got[want[n_real - 1]]
+    return video, real
+
+
+def _assemble_audio(spans: list[_Span], pcm: np.ndarray, audio_starts: Sequence[int], length: int) -> np.ndarray:
+    out = np.zeros((len(audio_starts), length), np.float32)
+    total = sum(sp.audio_len for sp in spans)
+    if pcm.shape[0] < total:  # cannot happen with apad/atrim; be safe
+        pcm = np.concatenate([pcm, np.zeros(total - pcm.shape[0], np.float32)])
+    pos = 0
+    offsets = []
+    for sp in spans:
+        if sp.audio_len > 0:
+            offsets.append((sp.audio_first, sp.audio_first + sp.audio_len, pos))
+            pos += sp.audio_len
+    for k, a in enumerate(audio_starts):
+        a = int(a)
+        lo = max(0, a)
+        for first, end, p in offsets:
+            if first <= lo < end:
+                n = min(a + length, end) - lo
+                out[k, lo - a : lo - a + n] = pcm[p + lo - first : p + lo - first + n]
+                break
+    np.nan_to_num(out, copy=False)
+    return out
+
+
+def decode_clips(
+    path: str | os.PathLike[str],
+    ffmpeg: str,
+    info: MediaInfo,
+    starts: Sequence[int],
+    audio_starts: Sequence[int],
+    *,
+    frames: int,
+    fps: float,
+    height: int,
+    width: int,
+    audio_length: int,
+    sample_rate: int,
+    deadline: Deadline,
+    threads: int = 1,
+    seek: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames and audio of the clips with ONE ffmpeg process (video on stdout, audio on a 2nd pipe).
+
+    ``starts``: first frame of each clip on the ``fps`` grid; ``audio_starts``: first sample of each
+    audio window at ``sample_rate`` (may be negative). Returns ``(video uint8 [K, frames, H, W, 3],
+    real int64 [K], pcm float32 [K, audio_length])`` - ``real[k]``: frames actually decoded for clip
+    ``k`` (the rest repeat the last one); no audio stream gives silence. If the joint command fails,
+    frames and audio are decoded separately so that the error names the stream at fault.
+    """
+    if info.video_index is None:
+        raise MediaError("no video stream")
+    path = os.fspath(path)
+    with_audio = info.audio_index is not None
+    spans = _plan(starts, frames, fps, audio_starts if with_audio else [], audio_length, sample_rate, seek)
+    job = _Job(path, ffmpeg, info, fps=fps, height=height, width=width, sample_rate=sample_rate, threads=threads)
+    try:
+        decoded, pcm = job.run(spans, True, with_audio, deadline)
+    except MediaError as exc:
+        if not with_audio or "timed out" in str(exc):
+            raise
+        decoded, _ = job.run(spans, True, False, deadline)  # raises if the video is at fault
+        try:
+            _, pcm = job.run(spans, False, True, deadline)
+        except MediaError as aexc:
+            raise MediaError(f"audio: {aexc}") from None
+    assert decoded is not None
+    vspans = [sp for sp in spans if sp.video is not None]
+    expected = sum(sp.video.count for sp in vspans)  # type: ignore[union-attr]
+    if decoded.shape[0] == expected:
+        per_span, pos = [], 0
+        for sp in vspans:
+            per_span.append(decoded[pos : pos + sp.video.count])  # type: ignore[union-attr]
+            pos += sp.video.count  # type: ignore[union-attr]
+    elif len(vspans) == 1:
+        per_span = [decoded]
+    else:  # attribute frames to spans exactly: one video-only process per span (truncated files)
+        per_span = [job.run([sp], True, False, deadline)[0] for sp in vspans]  # type: ignore[misc]
+    video, real = _assemble_video(vspans, per_span, starts, frames, height, width)
+    if not real.any():
+        raise MediaError("no frames decoded")
+    audio = (
+        _assemble_audio(spans, pcm, audio_starts, audio_length)
+        if with_audio and pcm is not None
+        else np.zeros((len(audio_starts), audio_length), np.float32)
+    )
+    return video, real, audio
+
+
+def decode_frames(
+    path: str | os.PathLike[str],
+    ffmpeg: str,
+    info: MediaInfo,
+    starts: Sequence[int],
+    *,
+    frames: int,
+    fps: float,
+    height: int,
+    width: int,
+    deadline: Deadline,
+    threads: int = 1,
+    seek: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames only (see :func:`decode_clips`): ``(video uint8 [K, frames, H, W, 3], real [K])``."""
+    video_only = dataclasses.replace(info, audio_index=None)
+    video, real, _ = decode_clips(path, ffmpeg, video_only, starts, [], frames=frames, fps=fps, height=height,
+                                  width=width, audio_length=0, sample_rate=16000, deadline=deadline,
+                                  threads=threads, seek=seek)
+    return video, real
+
+
+def decode_audio(
+    path: str | os.PathLike[str],
+    ffmpeg: str,
+    info: MediaInfo,
+    starts: Sequence[int],
+    *,
+    length: int,
+    sample_rate: int,
+    deadline: Deadline,
+    threads: int = 1,
+    seek: bool = True,
+) -> np.ndarray:
+    """Mono float32 PCM windows ``[s, s + length)`` (sample indices at ``sample_rate``; may be < 0).
+
+    Returns float32 ``[K, length]``; samples before the start or after the end of the audio are 0.
+    """
+    if info.audio_index is None or not len(starts):
+        return np.zeros((len(starts), length), np.float32)
+    spans = _plan([], 1, 1.0, starts, length, sample_rate, seek)
+    job = _Job(os.fspath(path), ffmpeg, info, fps=1.0, height=8, width=8, sample_rate=sample_rate, threads=threads)
+    _, pcm = job.run(spans, False, True, deadline)
+    return _assemble_audio(spans, pcm if pcm is not None else np.zeros(0, np.float32), starts, length)
