@@ -1,0 +1,185 @@
+"""The AV-Digits builder (examples/avdigits/build.py), on its embedded subset."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videolabel.media.binary import find_ffmpeg
+
+BUILD_PY = Path(__file__).resolve().parents[1] / "examples" / "avdigits" / "build.py"
+W, H, FPS, SECONDS, SR = 64, 64, 30, 1.0, 16000
+SPEAKERS = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+
+
+def _load():
+    name = "avdigits_build"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BUILD_PY)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # the process pool pickles its functions by module name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def avd():
+    return _load()
+
+
+def _build(avd, out: Path, **kw):
+    args = dict(per_class=2, size=(W, H), fps=FPS, seconds=SECONDS, seed=7, workers=2)
+    args.update(kw)
+    return avd.build(out, **args)
+
+
+@pytest.fixture(scope="module")
+def built(avd, tmp_path_factory):
+    out = tmp_path_factory.mktemp("avdigits") / "set"
+    summary = _build(avd, out)
+    return out, summary
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "labels.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _decode_video(path: Path) -> np.ndarray:
+    raw = subprocess.run(
+        [find_ffmpeg(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"],
+        capture_output=True, check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype=np.uint8).reshape(-1, H, W)
+
+
+def _decode_audio(path: Path) -> np.ndarray:
+    raw = subprocess.run(
+        [find_ffmpeg(), "-v", "error", "-i", str(path), "-vn", "-f", "f32le", "-ac", "1",
+         "-ar", str(SR), "pipe:1"],
+        capture_output=True, check=True,
+    ).stdout
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def test_files_and_labels(built):
+    out, summary = built
+    rows = _rows(out)
+    assert summary.n_videos == 20 and len(rows) == 20
+    files = sorted(p.relative_to(out / "videos").as_posix() for p in (out / "videos").rglob("*.mp4"))
+    assert files == sorted(r["path"] for r in rows)
+    assert not list((out / "videos").rglob(".*"))  # no partial files left behind
+    assert list(rows[0]) == ["path", "label", "speaker", "take", "digit_image", "recording",
+                             "audio_offset_s", "audio_duration_s"]
+    counts = np.bincount([int(r["label"]) for r in rows], minlength=10)
+    assert counts.tolist() == [2] * 10
+    for r in rows:
+        d = int(r["label"])
+        folder, name = r["path"].split("/")
+        assert folder == str(d) and name.startswith(f"{d}_{r['speaker']}_{r['take']}_")
+        assert r["recording"] == f"{d}_{r['speaker']}_{r['take']}.wav"
+        assert r["speaker"] in SPEAKERS and 0 <= int(r["take"]) <= 4
+        # embedded sheet: 20 columns, 5 rows per class -> 100 images per class
+        assert d * 100 <= int(r["digit_image"]) < (d + 1) * 100
+        assert 0 <= float(r["audio_offset_s"]) <= SECONDS
+        assert 0 < float(r["audio_duration_s"]) <= SECONDS
+    for d in range(10):  # distinct pictures and speakers within a class
+        cls = [r for r in rows if int(r["label"]) == d]
+        assert len({r["digit_image"] for r in cls}) == 2
+        assert len({r["speaker"] for r in cls}) == 2
+
+
+def test_decoded_streams(built):
+    out, _ = built
+    rows = _rows(out)
+    row = min(rows, key=lambda r: float(r["audio_duration_s"]))  # short word: silence around it
+    video = _decode_video(out / "videos" / row["path"])
+    assert video.shape == (round(FPS * SECONDS), H, W)
+    assert video.max() > 150  # the digit is drawn brightly over a darker noise background
+    assert np.abs(video[0].astype(int) - video[-1].astype(int)).mean() > 1  # it moves (and noise)
+
+    audio = _decode_audio(out / "videos" / row["path"])
+    assert abs(len(audio) - SECONDS * SR) < 0.05 * SR
+    start = round(float(row["audio_offset_s"]) * SR)
+    stop = start + round(float(row["audio_duration_s"]) * SR)
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
+    assert rms(audio[start:stop]) > 0.02
+    margin = int(0.05 * SR)
+    quiet = np.concatenate([audio[: max(0, start - margin)], audio[stop + margin :]])
+    assert quiet.size > 0.2 * SR
+    assert rms(quiet) < 0.002
+
+
+def test_deterministic(avd, built, tmp_path):
+    out, _ = built
+    again = tmp_path / "again"
+    _build(avd, again, workers=1)  # the worker count does not change the output
+    assert (again / "labels.csv").read_bytes() == (out / "labels.csv").read_bytes()
+    first = _rows(out)[0]["path"]
+    np.testing.assert_array_equal(_decode_video(again / "videos" / first)[0],
+                                  _decode_video(out / "videos" / first)[0])
+    other = tmp_path / "other"
+    _build(avd, other, seed=8, per_class=1)
+    assert (other / "labels.csv").read_bytes() != (out / "labels.csv").read_bytes()
+
+
+def test_cli_exclude_speakers_and_takes(avd, tmp_path, capsys):
+    out = tmp_path / "held"
+    rc = avd.main(["--out", str(out), "--per-class", "3", "--size", "32x32", "--seconds", "0.5",
+                   "--exclude-speakers", "george,jackson", "--takes", "0-1,3", "--workers", "2"])
+    assert rc == 0
+    assert capsys.readouterr().out.startswith("avdigits: 30 videos")
+    rows = _rows(out)
+    assert len(rows) == 30
+    assert {r["speaker"] for r in rows} <= SPEAKERS - {"george", "jackson"}
+    assert {int(r["take"]) for r in rows} <= {0, 1, 3}
+    assert sorted({int(r["label"]) for r in rows}) == list(range(10))
+    # a previous build is replaced; a foreign non-empty videos/ folder needs --overwrite
+    assert avd.main(["--out", str(out), "--per-class", "1", "--size", "32x32", "--seconds", "0.3"]) == 0
+    assert len(_rows(out)) == 10 and len(list((out / "videos").rglob("*.mp4"))) == 10
+    foreign = tmp_path / "foreign"
+    (foreign / "videos").mkdir(parents=True)
+    (foreign / "videos" / "keep.txt").write_text("mine")
+    assert avd.main(["--out", str(foreign), "--per-class", "1"]) == 2
+    assert (foreign / "videos" / "keep.txt").exists()
+    assert avd.main(["--out", str(tmp_path / "x"), "--speakers", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "unknown speaker" in err
+
+
+def test_per_class_is_capped_by_recordings(avd, tmp_path):
+    summary = _build(avd, tmp_path / "cap", per_class=99, speakers="theo", takes="0-1",
+                     size=(32, 32), seconds=0.3)
+    assert summary.n_videos == 20 and set(summary.per_class.values()) == {2}
+
+
+def test_sheet_layouts(avd, tmp_path):
+    from PIL import Image
+
+    small, cols = avd.load_digit_sheet(avd.DEFAULT_DIGITS)
+    assert small.shape == (1000, 400) and cols == 20
+    assert avd.class_images(small, cols, 3) == list(range(300, 400))
+    full = np.tile(small, (1, 5))  # same layout as OpenCV's 2000x1000 sheet
+    Image.fromarray(full).save(tmp_path / "full.png")
+    sheet, cols = avd.load_digit_sheet(tmp_path / "full.png")
+    assert cols == 100 and avd.class_images(sheet, cols, 9) == list(range(4500, 5000))
+    np.testing.assert_array_equal(avd.digit_cell(sheet, cols, 4500 + 120),
+                                  avd.digit_cell(small, 20, 900 + 20))
+    Image.fromarray(full[:990]).save(tmp_path / "bad.png")
+    with pytest.raises(avd.BuildError):
+        avd.load_digit_sheet(tmp_path / "bad.png")
+
+
+def test_parse_takes(avd):
+    assert avd.parse_takes("0-4") == {0, 1, 2, 3, 4}
+    assert avd.parse_takes("0-1, 7,9") == {0, 1, 7, 9}
+    assert avd.parse_takes(None) is None
+    with pytest.raises(avd.BuildError):
+        avd.parse_takes("a-b")
