@@ -1,0 +1,236 @@
+"""Batch augmentations: geometry, flips, normalisation, degrade, floor, volume, SpecAugment, seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from videolabel.data.augment import AudioAugment, VideoAugment, temporal_indices
+from videolabel.models import PRESETS
+
+TINY = PRESETS["tiny"]
+# crop 32 from a 64-short-side frame at evaluation: the box is 32 stored pixels, 1:1
+SMALL = TINY.replace(name="small", video_frames=4, video_crop=32, video_short_side=64, scale_jitter=(40, 64))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _video(b=2, t=8, h=64, w=86, seed=0) -> torch.Tensor:
+    return torch.randint(0, 256, (b, t, h, w, 3), dtype=torch.uint8, generator=_gen(seed))
+
+
+def _identity(v: torch.Tensor, mean=0.0, std=1.0) -> torch.Tensor:
+    """Undo the normalisation: back to [0, 255], [B,T,H,W,3]."""
+    return ((v * std + mean) * 255).permute(0, 2, 3, 4, 1)
+
+
+# -- video ----------------------------------------------------------------------------------
+def test_video_shapes_and_dtype_tiny_and_paper():
+    v = _video(2, 30, 128, 171)
+    for preset in ("tiny", "paper"):
+        p = PRESETS[preset]
+        for train in (True, False):
+            out = VideoAugment(preset, train)(v, _gen(1))
+            assert out.shape == (2, 3, p.video_frames, p.video_crop, p.video_crop)
+            assert out.dtype == torch.float32
+    out = VideoAugment("tiny", True, channels_last=True, dtype=torch.bfloat16)(v, _gen(1))
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_eval_centre_crop_keeps_centre_pixel():
+    v = torch.zeros(1, 4, 64, 86, 3, dtype=torch.uint8)
+    v[:, :, 32, 43] = 255  # the pixel just below-right of the geometric centre
+    v[:, :, 0, 0] = 255  # outside the crop
+    out = VideoAugment(SMALL, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    assert out.shape == (1, 3, 4, 32, 32)
+    img = out[0, 0, 0]
+    assert img[16, 16] == pytest.approx(1.0)  # box = rows 16..47, cols 27..58 of the stored frame
+    assert img.sum() == pytest.approx(1.0)  # 1:1 resampling: exactly one bright pixel, corner cut away
+
+
+def test_eval_crop_matches_plain_slicing():
+    v = _video(2, 4, 64, 86)
+    out = VideoAugment(SMALL, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    expect = v[:, :, 16:48, 27:59].float() / 255
+    torch.testing.assert_close(_identity(out) / 255, expect, rtol=0, atol=1e-5)
+
+
+def test_flip_mirrors_same_crop():
+    v = _video(3, 8, 64, 86)
+    a = VideoAugment(SMALL, train=True, flip_p=0.0)(v, _gen(5))
+    b = VideoAugment(SMALL, train=True, flip_p=1.0)(v, _gen(5))
+    torch.testing.assert_close(b, a.flip(-1))
+    # p=0.5: with 64 clips some are flipped and some not
+    v64 = v[:1].expand(64, -1, -1, -1, -1).contiguous()
+    ref = VideoAugment(SMALL, train=True, flip_p=0.0)(v64, _gen(7))
+    mix = VideoAugment(SMALL, train=True)(v64, _gen(7))
+    same = [(torch.allclose(mix[i], ref[i])) for i in range(64)]
+    assert 10 < sum(same) < 54
+    assert all(same[i] or torch.allclose(mix[i], ref[i].flip(-1)) for i in range(64))
+
+
+def test_normalisation_constant_frame():
+    v = torch.full((2, 8, 64, 86, 3), round(0.45 * 255), dtype=torch.uint8)
+    for train in (True, False):
+        out = VideoAugment(SMALL, train=train)(v, _gen(0))
+        assert out.abs().max() < 0.01
+    v[..., 1] = 255
+    out = VideoAugment(SMALL, train=False, std=(0.225, 0.5, 0.225))(v)
+    assert out[:, 1].mean().item() == pytest.approx((1 - 0.45) / 0.5, abs=1e-4)
+
+
+def test_degrade_makes_constant_blocks():
+    p = SMALL.replace(video_crop=32, video_short_side=32, scale_jitter=(32, 32))
+    v = _video(2, 4, 32, 32)
+    plain = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    torch.testing.assert_close(_identity(plain), v.float(), rtol=0, atol=1e-3)  # box = whole frame
+    out = VideoAugment(p, train=False, degrade=4, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    blocks = out.reshape(2, 3, 4, 8, 4, 8, 4)  # [B,C,T,by,y,bx,x]
+    assert (blocks - blocks[:, :, :, :, :1, :, :1]).abs().max() < 1e-5
+    torch.testing.assert_close(out[..., ::4, ::4], plain[..., ::4, ::4])  # top-left pixel of each block kept
+    assert not torch.allclose(out, plain)
+
+
+def test_same_seed_same_output_different_seed_different_crops():
+    v = _video(4, 30, 128, 171)
+    aug = VideoAugment("tiny", train=True)
+    torch.testing.assert_close(aug(v, _gen(3)), aug(v, _gen(3)), rtol=0, atol=0)
+    assert not torch.allclose(aug(v, _gen(3)), aug(v, _gen(4)))
+    ev = VideoAugment("tiny", train=False)
+    torch.testing.assert_close(ev(v, _gen(3)), ev(v, _gen(4)), rtol=0, atol=0)  # eval ignores randomness
+
+
+def test_train_crop_stays_in_frame_and_scales():
+    # a frame whose value encodes the column: the crop's columns are a contiguous increasing range
+    h, w = 64, 200
+    col = torch.arange(w).clamp(max=255).to(torch.uint8)
+    v = col.reshape(1, 1, 1, w, 1).expand(16, 4, h, w, 3).contiguous()
+    out = VideoAugment(SMALL, train=True, flip_p=0.0, mean=(0, 0, 0), std=(1, 1, 1))(v, _gen(2))
+    cols = (out[:, 0, 0, 0] * 255)  # [B, crop] stored column (interpolated) of each output column
+    assert (cols >= 0).all() and (cols <= w - 1).all()
+    assert (cols.diff(dim=1) > 0).all()
+    span = cols[:, -1] - cols[:, 0]  # (box side) * (crop-1)/crop; box side = 64 * 32 / s, s in [40, 64]
+    side = span * 32 / 31
+    assert (side > 32 - 0.5).all() and (side < 64 * 32 / 40 + 0.5).all()
+    assert side.max() - side.min() > 3  # scale jitter varies per clip
+    assert cols[:, 0].max() - cols[:, 0].min() > 20  # position varies per clip
+
+
+def test_temporal_subsample():
+    idx = temporal_indices(30, 8, 1, None, torch.device("cpu"))
+    assert idx.tolist() == [[1, 5, 9, 13, 16, 20, 24, 28]]
+    v = torch.arange(30, dtype=torch.uint8).reshape(1, 30, 1, 1, 1).expand(6, 30, 56, 56, 3).contiguous()
+    p = TINY.replace(video_crop=56, video_short_side=56, scale_jitter=(56, 56))
+    ev = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    assert (ev[:, 0, :, 0, 0] * 255).round().tolist() == [[1, 5, 9, 13, 16, 20, 24, 28]] * 6
+    tr = (VideoAugment(p, train=True, mean=(0, 0, 0), std=(1, 1, 1))(v, _gen(0))[:, 0, :, 0, 0] * 255).round()
+    d = tr.diff(dim=1)
+    assert ((d >= 3) & (d <= 4)).all() and (tr >= 0).all() and (tr <= 29).all()
+    assert len({int(r[0]) for r in tr}) > 1  # random offsets per clip
+    # a stored clip shorter than asked repeats frames
+    short = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v[:, :4])
+    assert (short[0, 0, :, 0, 0] * 255).round().tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_stored_smaller_than_crop_is_upsampled():
+    out = VideoAugment("paper", train=True)(_video(2, 30, 32, 43), _gen(0))
+    assert out.shape == (2, 3, 30, 112, 112)
+
+
+# -- audio ----------------------------------------------------------------------------------
+def _audio(b=4, f=257, t=199, seed=0) -> torch.Tensor:
+    return (torch.randn(b, f, t, generator=_gen(seed)) * 3 - 4).half()
+
+
+def test_audio_shapes():
+    a = _audio()
+    for preset in ("tiny", "paper"):
+        p = PRESETS[preset]
+        for train in (True, False):
+            out = AudioAugment(preset, train)(a, _gen(0))
+            assert out.shape == (4, 1, p.audio_mels, p.audio_frames) and out.dtype == torch.float32
+            assert torch.isfinite(out).all()
+
+
+def test_floor_lifts_quiet_bins():
+    a = torch.full((2, 257, 199), math.log(1e-6), dtype=torch.float16)
+    a[:, :10] = 5.0
+    out = AudioAugment("paper", train=False, log_floor=1.0, norm="none")(a)
+    assert out.min() >= 0.0  # log(1)
+    assert out[:, 0, 20:].abs().max() < 1e-4  # silence -> log(1e-6 + 1)
+    torch.testing.assert_close(out[:, 0, :10], torch.full_like(out[:, 0, :10], math.log(math.exp(5) + 1)))
+    off = AudioAugment("paper", train=False, log_floor=1e-6, norm="none")(a)
+    torch.testing.assert_close(off[:, 0], a.float())
+    # fixed normalisation: silence -> 0
+    fixed = AudioAugment("paper", train=False, log_floor=1.0)(a)
+    assert fixed[:, 0, 20:].abs().max() < 1e-4 and fixed[:, 0, :10].min() > 1.0
+
+
+def test_volume_jitter_is_constant_log_shift():
+    a = _audio()
+    aug = AudioAugment("paper", train=True, log_floor=0.0, specaugment=False, norm="none")
+    out = aug(a, _gen(0))[:, 0]
+    shift = out - a.float()
+    per_clip = shift[:, :1, :1]
+    assert (shift - per_clip).abs().max() < 1e-5
+    assert (per_clip >= 2 * math.log(0.9) - 1e-5).all() and (per_clip <= 2 * math.log(1.1) + 1e-5).all()
+    assert per_clip.flatten().unique().numel() == 4
+    # exactly 2 log g for the g the generator gives first
+    g = 0.9 + 0.2 * torch.rand(4, generator=_gen(0), dtype=torch.float64)
+    torch.testing.assert_close(per_clip.flatten(), (2 * torch.log(g)).float(), rtol=0, atol=1e-5)
+
+
+def test_specaugment_masks():
+    a = _audio(32)
+    aug = AudioAugment("tiny", train=True, volume=None, norm="none", mask_value=-99.0)
+    out = aug(a, _gen(1))[:, 0]  # [B, 64, 100]
+    m = out == -99.0
+    band = m.all(dim=2)  # masked frequency bands (whole rows)
+    frame = m.all(dim=1)  # masked time frames (whole columns)
+    # every masked bin is in a masked band or frame
+    assert torch.equal(m, band[:, :, None] | frame[:, None, :])
+    assert (band.sum(1) <= 2 * 8).all() and (frame.sum(1) <= 2 * 12).all()  # 2 masks of <= 1/8 each
+    assert band.any(1).float().mean() > 0.5 and frame.any(1).float().mean() > 0.5
+    frac = m.float().mean().item()
+    assert 0.05 < frac < 0.45
+    # widths of zero are allowed: with no masks nothing changes
+    nomask = AudioAugment("tiny", train=True, volume=None, norm="none", freq_masks=0, time_masks=0)(a, _gen(1))
+    assert not (nomask == -99.0).any()
+
+
+def test_audio_eval_deterministic_no_masks_and_seeds():
+    a = _audio()
+    ev = AudioAugment("tiny", train=False)
+    x, y = ev(a, _gen(0)), ev(a, _gen(1))
+    torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert not ev.specaugment
+    tr = AudioAugment("tiny", train=True)
+    torch.testing.assert_close(tr(a, _gen(2)), tr(a, _gen(2)), rtol=0, atol=0)
+    assert not torch.allclose(tr(a, _gen(2)), tr(a, _gen(3)))
+
+
+def test_audio_resize_and_sample_norm():
+    a = _audio(2)
+    x = AudioAugment("tiny", train=False, log_floor=0.0, norm="none")(a)
+    # average pooling: the mean over all bins is (almost) preserved
+    assert x.mean().item() == pytest.approx(a.float().mean().item(), abs=0.05)
+    s = AudioAugment("tiny", train=False, norm="sample")(a)[:, 0]
+    torch.testing.assert_close(s.mean(dim=(1, 2)), torch.zeros(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(s.std(dim=(1, 2)), torch.ones(2), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError):
+        AudioAugment("tiny", train=False, norm="bogus")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    v, a = _video(2, 30, 128, 171), _audio(2)
+    for train in (True, False):
+        va, aa = VideoAugment("tiny", train), AudioAugment("tiny", train)
+        cv, ca = va(v, _gen(0)), aa(a, _gen(0))
+        gv, ga = va(v.cuda(), _gen(0)), aa(a.cuda(), _gen(0))
+        torch.testing.assert_close(gv.cpu(), cv, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(ga.cpu(), ca, rtol=1e-4, atol=1e-3)

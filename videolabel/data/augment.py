@@ -1,0 +1,327 @@
+"""Batch augmentations on the training device (pure torch, vectorised over the batch).
+
+Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, W, 3]`` and audio
+``float16 [B, n_mels, mel_frames]`` holding ``log(mel_power + 1e-6)``.
+
+:class:`VideoAugment` -> ``float [B, 3, T', crop, crop]``:
+  1. temporal subsample to ``preset.video_frames`` evenly spaced frames (train: random offset per
+     clip; frames are repeated when the stored clip is shorter);
+  2. optional ``degrade=F``: nearest down- then up-sampling of the stored frames by F (paper Fig. 2);
+  3. spatial: train - short side to ``s ~ U[scale_jitter]``, random ``crop x crop`` square, flip
+     with p=0.5; eval - short side to ``video_short_side``, centre crop. Implemented as one
+     per-clip square box of ``short * crop / s`` stored pixels resampled to ``crop x crop`` by
+     ``torchvision.ops.roi_align`` (bilinear; 2 x 2 samples averaged per output pixel when the box
+     is at least twice the crop, a cheap anti-aliasing). One flat ``index_select`` on the uint8
+     frames first cuts the chosen frames and a window around each box (temporal subsample and
+     ``degrade`` fold into its indices), so only that window is converted to float;
+  4. ``/255`` and per-channel z-normalisation; optional channels_last_3d memory format.
+
+:class:`AudioAugment` -> ``float [B, 1, F', T']``:
+  1. train: volume jitter, ``+ 2 log g``, ``g ~ U(volume)`` per clip (the waveform gain in the log
+     domain);
+  2. floor: ``logaddexp(x, log(log_floor))`` turns stored ``log(mel + 1e-6)`` into
+     ``log(mel + log_floor)`` (method.md "speaker shortcut"); ``log_floor <= 1e-6`` disables it;
+  3. average-pool to ``preset.audio_mels x preset.audio_frames`` when the stored size differs;
+  4. normalisation, ``norm``:
+       * ``"fixed"`` (default): ``(x - log(floor)) / norm_scale`` with fixed constants, so silence
+         (at the floor) is exactly 0 and the level of a clip is kept (the volume jitter matters);
+         ``floor = max(log_floor, 1e-6)``, ``norm_scale = 4`` (log-mel powers of speech-level
+         audio above a floor of 1 span roughly 0..10 nats);
+       * ``"sample"``: per-clip zero mean / unit variance over all bins;
+       * ``"none"``: no normalisation (tests, inspection);
+  5. train: SpecAugment, ``freq_masks`` bands of width ``U{0..freq_width}`` and ``time_masks`` of
+     width ``U{0..time_width}`` set to ``mask_value`` (0 = silence under ``"fixed"``); widths < 1
+     are fractions of the model-side size;
+  6. a channel dimension.
+
+Randomness comes only from ``generator`` (drawn where the generator lives, then moved to the data's
+device), so a seeded generator gives identical output on every call order and device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from videolabel.models.presets import Preset, get_preset
+
+__all__ = ["AudioAugment", "VideoAugment", "temporal_indices"]
+
+#: A generator for the batch, one generator per sample, or None (the global CPU generator).
+Randomness = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _rand(n: int | tuple[int, ...], generator: "Randomness", device: torch.device) -> torch.Tensor:
+    """U[0,1) float64 on the generator's device, moved to ``device``.
+
+    ``generator`` may also be a sequence of generators, one per sample (the first dimension): each
+    sample's numbers then come from its own generator, so a sample's augmentation does not depend on
+    which batch it is in (label passes split across processes stay identical to one process)."""
+    shape = (n,) if isinstance(n, int) else n
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} samples")
+        rows = [torch.rand(shape[1:], generator=g, device=g.device, dtype=torch.float64).cpu() for g in generator]
+        return torch.stack(rows).to(device) if rows else torch.empty(shape, dtype=torch.float64, device=device)
+    src = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(shape, generator=generator, device=src, dtype=torch.float64).to(device)
+
+
+def temporal_indices(
+    stored: int, wanted: int, batch: int, offsets: torch.Tensor | None, device: torch.device
+) -> torch.Tensor:
+    """Evenly spaced frame indices ``[batch, wanted]`` into a clip of ``stored`` frames.
+
+    Frame i is ``floor(o + i * stored / wanted)``; ``offsets`` in [0, 1) (per clip) scale ``o``
+    over one stride; ``None`` centres it (``o = stride / 2``).
+    """
+    stride = stored / wanted
+    base = torch.arange(wanted, device=device, dtype=torch.float64) * stride
+    if offsets is None:
+        off = torch.full((batch, 1), 0.5 * stride, device=device, dtype=torch.float64)
+    else:
+        off = offsets.reshape(batch, 1) * stride
+    return torch.floor(base + off).long().clamp_(0, stored - 1)
+
+
+class VideoAugment:
+    """``uint8 [B,T,H,W,3] -> float [B,3,T',crop,crop]`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        preset: str | Preset,
+        train: bool,
+        mean: Sequence[float] = (0.45, 0.45, 0.45),
+        std: Sequence[float] = (0.225, 0.225, 0.225),
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        degrade: int = 1,
+        flip_p: float = 0.5,
+        color_jitter: float = 0.0,
+        norm: str = "fixed",
+    ) -> None:
+        self.preset = get_preset(preset)
+        self.train = bool(train)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need 3 values (RGB)")
+        self.channels_last = bool(channels_last)
+        self.dtype = dtype
+        self.degrade = int(degrade)
+        if self.degrade < 1:
+            raise ValueError(f"degrade must be >= 1, got {degrade}")
+        self.flip_p = float(flip_p)
+        # training only: brightness and contrast factors ~ U[1 - j, 1 + j] per clip, so that a global
+        # illumination level (a nuisance) cannot carry a video's label across augmentations
+        self.color_jitter = float(color_jitter)
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter}")
+        # "fixed": (x - mean) / std with the given statistics (paper); "clip": each clip standardised
+        # by its own mean and std over all its pixels and channels (removes brightness and contrast)
+        if norm not in ("fixed", "clip"):
+            raise ValueError(f"norm must be 'fixed' or 'clip', got {norm!r}")
+        self.norm = norm
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoAugment(preset={self.preset.name}, train={self.train}, degrade={self.degrade}, "
+            f"channels_last={self.channels_last}, dtype={self.dtype})"
+        )
+
+    def __call__(self, video: torch.Tensor, generator: Randomness = None) -> torch.Tensor:
+        if video.dim() != 5 or video.shape[-1] != 3:
+            raise ValueError(f"video must be [B,T,H,W,3], got {tuple(video.shape)}")
+        p = self.preset
+        B, T, H, W, _ = video.shape
+        dev = video.device
+        Tn, crop = p.video_frames, p.video_crop
+        # all random numbers first, in a fixed order: [time offset, scale, x, y, flip]
+        u = _rand((B, 5), generator, dev) if self.train else None
+
+        # 1. spatial: one square box per clip, in stored pixel coordinates
+        short = float(min(H, W))
+        if self.train:
+            a, b = p.scale_jitter
+            s = a + (b - a) * u[:, 1]
+            s_min = float(a)
+        else:
+            s = torch.full((B,), float(p.video_short_side), device=dev, dtype=torch.float64)
+            s_min = float(p.video_short_side)
+        side = torch.clamp(short * crop / s, max=short)
+        if self.train:
+            x0 = (W - side) * u[:, 2]
+            y0 = (H - side) * u[:, 3]
+        else:
+            x0 = (W - side) / 2
+            y0 = (H - side) / 2
+
+        # 2. one gather cuts, in uint8, the frames (temporal subsample) and a window holding each
+        #    box with the pixels bilinear sampling touches; ``degrade`` folds in as nearest indices
+        max_side = min(short, short * crop / s_min)
+        sh, sw = min(H, math.ceil(max_side) + 3), min(W, math.ceil(max_side) + 3)
+        wy0 = torch.clamp(torch.floor(y0 - 0.5), min=0).long().clamp(max=H - sh)
+        wx0 = torch.clamp(torch.floor(x0 - 0.5), min=0).long().clamp(max=W - sw)
+        tidx = temporal_indices(T, Tn, B, None if u is None else u[:, 0], dev)  # [B, Tn]
+        rows = wy0[:, None] + torch.arange(sh, device=dev)  # [B, sh]
+        cols = wx0[:, None] + torch.arange(sw, device=dev)  # [B, sw]
+        if self.degrade > 1:  # nearest down- then up-sampling by F, blocks anchored at (0, 0)
+            rows = torch.div(rows, self.degrade, rounding_mode="floor") * self.degrade
+            cols = torch.div(cols, self.degrade, rounding_mode="floor") * self.degrade
+        bi = torch.arange(B, device=dev).reshape(B, 1, 1, 1)
+        lin = ((bi * T + tidx.reshape(B, Tn, 1, 1)) * H + rows.reshape(B, 1, sh, 1)) * W + cols.reshape(B, 1, 1, sw)
+        win = video.contiguous().reshape(-1, 3).index_select(0, lin.reshape(-1))  # [B*Tn*sh*sw, 3]
+        frames = win.reshape(B * Tn, sh, sw, 3).permute(0, 3, 1, 2).float()  # [B*Tn, 3, sh, sw]
+
+        # 3. resample each box to crop x crop (bilinear, up to 2 x 2 samples per output pixel)
+        bx0 = (x0 - wx0).repeat_interleave(Tn)
+        by0 = (y0 - wy0).repeat_interleave(Tn)
+        bside = side.repeat_interleave(Tn)
+        boxes = torch.stack(
+            [torch.arange(B * Tn, device=dev, dtype=torch.float64), bx0, by0, bx0 + bside, by0 + bside], dim=1
+        ).to(frames.dtype)  # [B*Tn, 5]: frame index, x1, y1, x2, y2
+        ratio = max(1, min(2, math.ceil(max_side / crop)))
+        out = roi_align(frames, boxes, output_size=(crop, crop), spatial_scale=1.0, sampling_ratio=ratio, aligned=True)
+        out = out.reshape(B, Tn, 3, crop, crop)
+
+        if self.train and self.flip_p > 0:
+            flip = (u[:, 4] < self.flip_p).reshape(B, 1, 1, 1, 1)
+            out = torch.where(flip, out.flip(-1), out)
+
+        # 4. colour jitter (train): contrast around the clip mean, then brightness
+        out = out * (1.0 / 255.0)
+        if self.train and self.color_jitter > 0:
+            j = self.color_jitter
+            v = _rand((B, 2), generator, dev).to(torch.float32)  # drawn after [B,5]: old seeds unchanged
+            contrast = (1 - j + 2 * j * v[:, 0]).reshape(B, 1, 1, 1, 1)
+            bright = (1 - j + 2 * j * v[:, 1]).reshape(B, 1, 1, 1, 1)
+            m = out.mean(dim=(1, 2, 3, 4), keepdim=True)
+            out = ((out - m) * contrast + m) * bright
+
+        # 5. normalise: (x - mean) / std, fixed statistics or the clip's own
+        if self.norm == "clip":
+            m = out.mean(dim=(1, 2, 3, 4), keepdim=True)
+            sd = out.std(dim=(1, 2, 3, 4), keepdim=True)
+            out = (out - m) / (sd + 1e-3)
+        else:
+            mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
+            std = torch.tensor(self.std, device=dev, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
+            out = (out - mean) / std
+        out = out.permute(0, 2, 1, 3, 4)  # [B,3,Tn,crop,crop]
+        fmt = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        return out.to(dtype=self.dtype).contiguous(memory_format=fmt)
+
+
+def _width(spec: float, size: int) -> int:
+    return int(round(spec * size)) if spec < 1 else int(spec)
+
+
+class AudioAugment:
+    """``[B,F,T] log(mel + 1e-6) -> float [B,1,F',T']`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        preset: str | Preset,
+        train: bool,
+        log_floor: float = 1.0,
+        volume: tuple[float, float] | None = (0.9, 1.1),
+        specaugment: bool | None = None,
+        freq_masks: int = 2,
+        freq_width: float = 1 / 8,
+        time_masks: int = 2,
+        time_width: float = 1 / 8,
+        mask_value: float = 0.0,
+        norm: str = "fixed",
+        norm_scale: float = 4.0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.preset = get_preset(preset)
+        self.train = bool(train)
+        self.log_floor = float(log_floor)
+        self.volume = None if volume is None else (float(volume[0]), float(volume[1]))
+        if self.volume is not None and not (0 < self.volume[0] <= self.volume[1]):
+            raise ValueError(f"volume range must be positive and increasing, got {volume}")
+        self.specaugment = self.train if specaugment is None else bool(specaugment)
+        self.freq_masks, self.freq_width = int(freq_masks), float(freq_width)
+        self.time_masks, self.time_width = int(time_masks), float(time_width)
+        self.mask_value = float(mask_value)
+        if norm not in ("fixed", "sample", "none"):
+            raise ValueError(f"norm must be 'fixed', 'sample' or 'none', got {norm!r}")
+        self.norm = norm
+        self.norm_scale = float(norm_scale)
+        self.dtype = dtype
+
+    @property
+    def floor_enabled(self) -> bool:
+        return self.log_floor > 1e-6
+
+    @property
+    def norm_center(self) -> float:
+        """The value silence takes after the floor: ``log(max(log_floor, 1e-6))``."""
+        return math.log(max(self.log_floor, 1e-6))
+
+    def __repr__(self) -> str:
+        return (
+            f"AudioAugment(preset={self.preset.name}, train={self.train}, log_floor={self.log_floor}, "
+            f"volume={self.volume if self.train else None}, specaugment={self.specaugment}, norm={self.norm})"
+        )
+
+    def __call__(self, audio: torch.Tensor, generator: Randomness = None) -> torch.Tensor:
+        if audio.dim() != 3:
+            raise ValueError(f"audio must be [B, n_mels, frames], got {tuple(audio.shape)}")
+        p = self.preset
+        B = audio.shape[0]
+        dev = audio.device
+        x = audio.float()
+
+        # 1. volume jitter: gain g on the waveform = + 2 log g on the log power
+        if self.train and self.volume is not None:
+            lo, hi = self.volume
+            g = lo + (hi - lo) * _rand(B, generator, dev)
+            x = x + (2.0 * torch.log(g)).float().reshape(B, 1, 1)
+
+        # 2. floor: log(mel + eps) -> log(mel + eps + floor)
+        if self.floor_enabled:
+            x = torch.logaddexp(x, torch.tensor(math.log(self.log_floor), device=dev))
+
+        # 3. model-side size
+        size = (p.audio_mels, p.audio_frames)
+        if tuple(x.shape[1:]) != size:
+            x = F.adaptive_avg_pool2d(x.unsqueeze(1), size).squeeze(1)
+
+        # 4. normalisation
+        if self.norm == "fixed":
+            x = (x - self.norm_center) / self.norm_scale
+        elif self.norm == "sample":
+            m = x.mean(dim=(1, 2), keepdim=True)
+            sd = x.std(dim=(1, 2), keepdim=True)
+            x = (x - m) / (sd + 1e-5)
+
+        # 5. SpecAugment
+        if self.specaugment:
+            Fm, Tm = size
+            mask = torch.zeros(B, Fm, Tm, dtype=torch.bool, device=dev)
+            if self.freq_masks > 0:
+                mask |= self._masks(B, Fm, self.freq_masks, _width(self.freq_width, Fm), generator, dev)[:, :, None]
+            if self.time_masks > 0:
+                mask |= self._masks(B, Tm, self.time_masks, _width(self.time_width, Tm), generator, dev)[:, None, :]
+            x = x.masked_fill(mask, self.mask_value)
+
+        return x.unsqueeze(1).to(self.dtype).contiguous()
+
+    @staticmethod
+    def _masks(
+        B: int, size: int, n: int, max_width: int, generator: Randomness, dev: torch.device
+    ) -> torch.Tensor:
+        """``[B, size]`` bool: union of ``n`` intervals of width ``U{0..max_width}`` per clip."""
+        max_width = max(0, min(max_width, size))
+        u = _rand((B, n, 2), generator, dev)
+        width = torch.floor(u[..., 0] * (max_width + 1)).long()  # U{0..max_width}
+        start = torch.floor(u[..., 1] * (size - width + 1)).long()  # U{0..size-width}
+        pos = torch.arange(size, device=dev).reshape(1, 1, size)
+        inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])
+        return inside.any(dim=1)

@@ -1,0 +1,34 @@
+"""Encoders, clustering heads, the two-tower SeLaVi module and presets (method.md "Model")."""
+
+from videolabel.models.audio import ResNet9AudioEncoder, TinyAudioEncoder, resnet9_audio_encoder
+from videolabel.models.heads import ClusterHead, make_heads
+from videolabel.models.presets import (
+    PRESETS,
+    Preset,
+    build_audio_encoder,
+    build_model,
+    build_video_encoder,
+    describe,
+    get_preset,
+)
+from videolabel.models.selavi import SeLaVi
+from videolabel.models.video import R2Plus1D18Encoder, TinyVideoEncoder, r2plus1d_18_encoder
+
+__all__ = [
+    "PRESETS",
+    "ClusterHead",
+    "Preset",
+    "R2Plus1D18Encoder",
+    "ResNet9AudioEncoder",
+    "SeLaVi",
+    "TinyAudioEncoder",
+    "TinyVideoEncoder",
+    "build_audio_encoder",
+    "build_model",
+    "build_video_encoder",
+    "describe",
+    "get_preset",
+    "make_heads",
+    "r2plus1d_18_encoder",
+    "resnet9_audio_encoder",
+]
