@@ -1,0 +1,63 @@
+"""Ground-truth label files (``path,label`` CSV): read, validate and join to a cache's videos.
+
+Used for monitoring during training (never for learning) and by ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from videolabel.errors import VideolabelError
+
+
+def read_ground_truth(path: str | Path, *, key: str = "path", label: str = "label") -> pd.DataFrame:
+    """Read a CSV (or Parquet) of ground truth with columns ``key`` and ``label``; one row per key."""
+    p = Path(path)
+    if not p.is_file():
+        raise VideolabelError(f"ground-truth file not found: {p}")
+    try:
+        df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={key: str, label: str})
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
+        raise VideolabelError(f"cannot read ground truth {p}: {str(exc).splitlines()[0]}") from None
+    if df.empty:
+        raise VideolabelError(f"ground-truth file {p} has no rows")
+    missing = [c for c in (key, label) if c not in df.columns]
+    if missing:
+        raise VideolabelError(
+            f"ground-truth file {p} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})"
+        )
+    df = df[[key, label] + [c for c in df.columns if c not in (key, label)]].copy()
+    df[key] = df[key].astype(str).map(_norm_key) if key == "path" else df[key].astype(str)
+    dup = df[key].duplicated()
+    if dup.any():
+        raise VideolabelError(f"ground-truth file {p} has {int(dup.sum())} duplicate {key}(s), e.g. {df[key][dup].iloc[0]}")
+    return df
+
+
+def _norm_key(path: str) -> str:
+    return path.replace("\\", "/").removeprefix("./")
+
+
+def join_ground_truth(
+    keys: pd.Series, gt: pd.DataFrame, *, key: str = "path", label: str = "label", gt_key: str | None = None
+) -> tuple[pd.Series, pd.Series]:
+    """Ground-truth labels aligned to ``keys`` (NaN where unmatched) and the gt keys left unmatched.
+
+    ``key`` names what ``keys`` hold (``path`` keys are compared with POSIX separators and without a
+    leading ``./``); ``gt_key`` is the column of ``gt`` to compare them with (default: ``key``).
+    """
+    k = keys.astype(str).map(_norm_key) if key == "path" else keys.astype(str)
+    if gt_key is None or gt_key == key:
+        mapping = gt.set_index(key)[label]
+        aligned = k.map(mapping)
+        unmatched = gt[key][~gt[key].isin(set(k))]
+        return aligned, unmatched
+    g = gt[gt_key].astype(str)
+    if key == "path":
+        g = g.map(_norm_key)
+    mapping = pd.Series(gt[label].to_numpy(), index=g.to_numpy())
+    aligned = k.map(mapping)
+    unmatched = gt[gt_key][~g.isin(set(k))]
+    return aligned, unmatched

@@ -1,0 +1,234 @@
+"""k-means with faiss: the baseline of the paper's Table 5 (k-means on pooled encoder features).
+
+``kmeans`` clusters an ``[N, D]`` float32 matrix with :class:`faiss.Kmeans` (on the GPU when faiss
+was built with GPU support and sees one, otherwise on the CPU) and returns hard labels, the squared
+Euclidean distance of each point to its own centroid, the centroids and the inertia (the sum of
+those squared distances). ``spherical=True`` L2-normalises the features first and keeps the
+centroids on the unit sphere (cosine k-means).
+
+``assign_confidence`` turns distances to all centroids into a soft assignment (softmax of the
+negative squared distance over a temperature) so that k-means outputs carry the same
+``confidence`` / ``margin`` columns as SeLaVi assignments.
+
+faiss is an optional dependency: ``pip install videolabel[cpu]`` (faiss-cpu) or
+``videolabel[gpu]`` (faiss-gpu).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from videolabel.errors import VideolabelError
+
+__all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus"]
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """Result of :func:`kmeans`.
+
+    labels:    int64 ``[N]``, the index of each point's nearest centroid (0 .. k-1).
+    distances: float32 ``[N]``, squared Euclidean distance of each point to its own centroid
+               (of the L2-normalised point when ``spherical``).
+    centroids: float32 ``[k, D]``.
+    inertia:   float, ``distances.sum()`` (the k-means objective at the returned centroids).
+    """
+
+    labels: np.ndarray
+    distances: np.ndarray
+    centroids: np.ndarray
+    inertia: float
+
+
+def _import_faiss():
+    try:
+        import faiss  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise VideolabelError(
+            f"k-means needs faiss, which is not importable ({exc}): install videolabel[cpu] or videolabel[gpu]"
+        ) from None
+    return faiss
+
+
+def faiss_num_gpus() -> int:
+    """Number of GPUs faiss can use (0 for faiss-cpu or no visible GPU)."""
+    faiss = _import_faiss()
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up means "no GPU" here
+        return 0
+
+
+def _as_matrix(features: np.ndarray, name: str = "features") -> np.ndarray:
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise VideolabelError(f"{name} must be a 2-D [N, D] array, got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise VideolabelError(f"{name} is empty (shape {x.shape})")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise VideolabelError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def kmeans(
+    features: np.ndarray,
+    k: int,
+    *,
+    niter: int = 50,
+    nredo: int = 3,
+    seed: int = 0,
+    gpu: bool | None = None,
+    spherical: bool = False,
+    init: str = "k-means++",
+) -> KMeansResult:
+    """Cluster ``features`` ``[N, D]`` into ``k`` clusters with faiss k-means.
+
+    ``nredo`` runs are made from different seeded initialisations and the one with the lowest
+    objective is kept. ``init="k-means++"`` (default) seeds each run with k-means++ (D^2 sampling,
+    on at most 256 points per centroid) and lets faiss iterate; ``init="random"`` is faiss's own
+    initialisation (k random points), which often merges well-separated clusters for small k. ``gpu=None`` uses the GPU(s) when faiss sees any, ``False`` forces the CPU,
+    ``True`` requires a GPU (error when faiss has none). Deterministic for a given ``seed`` on the
+    CPU. ``spherical`` L2-normalises the points and the centroids (cosine k-means).
+    """
+    faiss = _import_faiss()
+    x = _as_matrix(features)
+    n, d = x.shape
+    k = int(k)
+    if k < 1:
+        raise VideolabelError(f"k-means needs k >= 1, got k={k}")
+    if k > n:
+        raise VideolabelError(f"k-means with k={k} clusters needs at least {k} points, got {n}")
+    if niter < 1 or nredo < 1:
+        raise VideolabelError(f"k-means needs niter >= 1 and nredo >= 1, got niter={niter}, nredo={nredo}")
+    if spherical:
+        x = _l2_normalise(x)
+    n_gpus = faiss_num_gpus() if gpu is not False else 0
+    if gpu is True and n_gpus == 0:
+        raise VideolabelError("k-means on the GPU was asked for but faiss sees no GPU (install videolabel[gpu])")
+    if init not in ("k-means++", "random"):
+        raise VideolabelError(f"unknown k-means init {init!r} (use k-means++ or random)")
+    use_gpu = bool(n_gpus > 0)
+    if init == "random":
+        km = faiss.Kmeans(d, k, niter=int(niter), nredo=int(nredo), seed=int(seed),
+                          spherical=bool(spherical), gpu=use_gpu, verbose=False)
+        km.train(x)
+        return _finish(faiss, x, km.centroids)
+    best: KMeansResult | None = None
+    for r in range(int(nredo)):
+        rng = np.random.default_rng([int(seed), r])
+        start = _kmeanspp(x, k, rng, max_points=256 * k)
+        if spherical:
+            start = _l2_normalise(start)
+        km = faiss.Kmeans(d, k, niter=int(niter), nredo=1, seed=int(seed) + r,
+                          spherical=bool(spherical), gpu=use_gpu, verbose=False)
+        km.train(x, init_centroids=start)
+        result = _finish(faiss, x, km.centroids)
+        if best is None or result.inertia < best.inertia:
+            best = result
+    assert best is not None
+    return best
+
+
+def _finish(faiss, x: np.ndarray, centroids: np.ndarray) -> KMeansResult:
+    """Final hard assignment of every point against ``centroids`` (exact search)."""
+    n, d = x.shape
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32).reshape(-1, d)
+    index = faiss.IndexFlatL2(d)
+    index.add(centroids)
+    dist, idx = index.search(x, 1)
+    labels = idx[:, 0].astype(np.int64)
+    distances = np.maximum(dist[:, 0], 0.0).astype(np.float32)
+    return KMeansResult(labels=labels, distances=distances, centroids=centroids,
+                        inertia=float(distances.astype(np.float64).sum()))
+
+
+def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator, *, max_points: int) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) on a random subsample of at most ``max_points``."""
+    n = x.shape[0]
+    sample = x if n <= max_points else x[np.sort(rng.choice(n, size=max_points, replace=False))]
+    m = sample.shape[0]
+    s64 = sample.astype(np.float64)
+    sq = (s64 * s64).sum(1)
+    chosen = [int(rng.integers(m))]
+    d2 = np.maximum(sq - 2.0 * s64 @ s64[chosen[0]] + sq[chosen[0]], 0.0)
+    for _ in range(1, k):
+        total = d2.sum()
+        if total > 0:
+            j = int(np.searchsorted(np.cumsum(d2), rng.random() * total, side="right"))
+            j = min(j, m - 1)
+        else:  # every point sits on a chosen centre: pick any other one
+            rest = np.setdiff1d(np.arange(m), chosen)
+            j = int(rng.choice(rest))
+        chosen.append(j)
+        d2 = np.minimum(d2, np.maximum(sq - 2.0 * s64 @ s64[j] + sq[j], 0.0))
+    return np.ascontiguousarray(sample[chosen], dtype=np.float32)
+
+
+def squared_distances(features: np.ndarray, centroids: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+    """Squared Euclidean distances ``[N, k]`` (float32, >= 0) of every point to every centroid."""
+    x = _as_matrix(features)
+    c = _as_matrix(centroids, "centroids")
+    if c.shape[1] != x.shape[1]:
+        raise VideolabelError(f"features have {x.shape[1]} dimensions but centroids have {c.shape[1]}")
+    c64 = c.astype(np.float64)
+    cc = (c64 * c64).sum(1)
+    out = np.empty((x.shape[0], c.shape[0]), dtype=np.float32)
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s:s + chunk].astype(np.float64)
+        d2 = (xb * xb).sum(1, keepdims=True) - 2.0 * xb @ c64.T + cc[None, :]
+        out[s:s + chunk] = np.maximum(d2, 0.0)
+    return out
+
+
+def assign_confidence(
+    features: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    temperature: float | None = None,
+    spherical: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Soft confidence of the nearest-centroid assignment: ``(prob, margin)``, both float32 ``[N]``.
+
+    ``p_i(j) = softmax_j(-||x_i - c_j||^2 / T)``; ``prob`` is ``p_i`` of the nearest centroid (the
+    hard k-means label), ``margin`` the difference between the largest and second-largest
+    probability (``margin = prob = 1`` when k == 1).
+    The default temperature ``T`` is the median over points of the squared distance to the
+    nearest centroid (scale-free: a typical point is at ``-1`` in units of ``T``); when that is 0
+    (points on their centroids) the median of all squared distances is used, then 1.
+    ``spherical`` L2-normalises the features first (use it for centroids of a spherical k-means).
+    """
+    x = _as_matrix(features)
+    if spherical:
+        x = _l2_normalise(x)
+    d2 = squared_distances(x, centroids).astype(np.float64)
+    nearest = d2.min(axis=1)
+    if temperature is None:
+        t = float(np.median(nearest))
+        if not t > 0:
+            t = float(np.median(d2))
+        if not t > 0:
+            t = 1.0
+    else:
+        t = float(temperature)
+        if not t > 0:
+            raise VideolabelError(f"temperature must be > 0, got {temperature}")
+    logits = -(d2 - nearest[:, None]) / t  # max logit is 0: stable softmax
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    if p.shape[1] == 1:
+        prob = p[:, 0]
+        margin = prob.copy()
+    else:
+        top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+        prob = top2[:, 1]
+        margin = top2[:, 1] - top2[:, 0]
+    return prob.astype(np.float32), margin.astype(np.float32)
