@@ -1,0 +1,213 @@
+"""The SeLaVi training loop on a small real AV-Digits cache (tiny preset, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from videolabel.errors import VideolabelError
+from videolabel.metrics import nmi
+from videolabel.train.config import TrainConfig, make_config
+from videolabel.train.dist import split_range
+from videolabel.train.loop import StepBatches, Trainer, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(preset="tiny", num_clusters=10, num_heads=2, epochs=2, batch_size=16, workers=0,
+                n_solves=3, align_proposals=2000, align_restarts=2, progress="none", eval_batch_size=32)
+    base.update(kw)
+    return make_config(None, base)
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "videolabel", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+def labels_of(run: Path) -> pd.DataFrame:
+    return pd.read_parquet(run / "labels.parquet").sort_values("video_id").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ pure parts
+
+def test_split_range_covers_without_overlap():
+    for n in (0, 1, 7, 10, 101):
+        for world in (1, 2, 3, 4):
+            parts = [split_range(n, world, r) for r in range(world)]
+            covered = [i for a, b in parts for i in range(a, b)]
+            assert covered == list(range(n))
+            sizes = [b - a for a, b in parts]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_step_batches_visit_every_video_each_epoch_across_ranks():
+    n_videos, batch, world = 23, 4, 2
+    first = np.arange(n_videos) * 3
+    counts = np.full(n_videos, 3)
+    per_rank = [list(StepBatches(first, counts, batch, world, r, seed=5, start=0, total=3)) for r in range(world)]
+    steps = max(1, -(-n_videos // (batch * world)))
+    assert steps == 3 and all(len(b) == 3 for b in per_rank)
+    seen = sorted({c // 3 for r in range(world) for b in per_rank[r] for c in b})
+    assert seen == list(range(n_videos))  # padding repeats some videos, none is missing
+    for b in per_rank[0]:
+        assert all(first[c // 3] <= c < first[c // 3] + 3 for c in b)
+    # resuming at step 2 yields exactly the tail of the uninterrupted order
+    tail = list(StepBatches(first, counts, batch, world, 0, seed=5, start=2, total=3))
+    assert tail == per_rank[0][2:]
+
+
+def test_config_file_and_flags(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  num_clusters: 7\n  epochs: 3\n")
+    (tmp_path / "c.toml").write_text("num_heads = 4\nprior = 'gaussian'\n")
+    from videolabel.train.config import read_config_file
+
+    cfg = make_config(read_config_file(tmp_path / "c.yaml"), {"epochs": 5})
+    assert (cfg.num_clusters, cfg.epochs) == (7, 5)
+    cfg = make_config(read_config_file(tmp_path / "c.toml"), {})
+    assert (cfg.num_heads, cfg.prior) == (4, "gaussian")
+    with pytest.raises(VideolabelError, match="unknown setting"):
+        make_config({"clusterz": 3}, {})
+    with pytest.raises(VideolabelError, match="bad value"):
+        make_config(None, {"epochs": "many"})
+    with pytest.raises(VideolabelError, match="num_clusters"):
+        make_config(None, {"num_clusters": 1})
+
+
+# ------------------------------------------------------------------ training on AV-Digits
+
+def test_tiny_training_beats_chance(avdigits_cache, tmp_path):
+    cache, labels_csv = avdigits_cache
+    cfg = tiny_cfg(epochs=12, num_heads=2, n_solves=12, batch_size=16, lr=0.05, warmup_epochs=1)
+    summary = train(cache, tmp_path / "run", cfg, gt=labels_csv, device="cpu")
+    assert summary.finished and summary.steps == summary.total_steps
+    got = labels_of(tmp_path / "run")
+    gt = pd.read_csv(labels_csv)
+    merged = got.merge(gt, on="path")
+    assert len(merged) == len(got)
+    score = nmi(merged["label"].to_numpy(), merged["label_h0"].to_numpy())
+    rng = np.random.default_rng(0)
+    chance = np.mean([nmi(merged["label"].to_numpy(), rng.integers(0, 10, len(merged))) for _ in range(20)])
+    assert score > chance + 0.25, (score, chance)
+    # run folder contents
+    run = tmp_path / "run"
+    for name in ("config.json", "run.json", "metrics.jsonl", "model-final.pt", "checkpoint-last.pt"):
+        assert (run / name).is_file(), name
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    solves = [r for r in records if r.get("event") == "solve"]
+    assert len(solves) == summary.solves and "nmi_gt_head0" in solves[-1]
+    assert any("label_stability" in r for r in solves)
+    trains = [r for r in records if r.get("event") == "train"]
+    assert all({"loss", "lr", "clips_per_s", "data_wait"} <= set(r) for r in trains)
+
+
+def test_kill_then_resume_matches_uninterrupted(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    args = ["--preset", "tiny", "--clusters", "10", "--heads", "2", "--epochs", "4", "--batch-size", "16",
+            "--workers", "0", "--deterministic", "--set", "n_solves=4", "--set", "align_proposals=500",
+            "--progress", "none", "--device", "cpu"]
+    full = cli("train", str(cache), "--out", str(tmp_path / "full"), *args)
+    assert full.returncode == 0, full.stderr
+    # interrupted: SIGKILL once the first checkpoint exists, then resume
+    run = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "videolabel", "train", str(cache), "--out", str(run), *args],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (run / "checkpoint-last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model-final.pt").exists(), "the run finished before it could be killed"
+    again = cli("train", str(cache), "--out", str(run), *args, "--resume")
+    assert again.returncode == 0, again.stderr
+    a, b = labels_of(tmp_path / "full"), labels_of(run)
+    pd.testing.assert_frame_equal(a, b)
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x).get("event") == "train"]
+    assert steps == sorted(set(steps)), "metrics logged twice for the same step"
+
+
+def test_sigterm_checkpoints_and_resumes(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    run = tmp_path / "run"
+    args = ["--preset", "tiny", "--clusters", "10", "--heads", "1", "--epochs", "30", "--batch-size", "8",
+            "--workers", "0", "--set", "n_solves=2", "--set", "align_proposals=200", "--progress", "log",
+            "--device", "cpu", "--set", "log_every=1"]
+    proc = subprocess.Popen([sys.executable, "-m", "videolabel", "train", str(cache), "--out", str(run), *args],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.jsonl").is_file() and '"event": "train"' in (run / "metrics.jsonl").read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, (proc.returncode, err)
+    assert "resume with --resume" in out
+    import torch
+
+    state = torch.load(run / "checkpoint-last.pt", weights_only=True)
+    assert 0 < state["step"] < state["total_steps"]
+    assert not (run / "model-final.pt").exists()
+
+
+def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    args = ["--preset", "tiny", "--clusters", "10", "--heads", "2", "--epochs", "1", "--batch-size", "8",
+            "--workers", "0", "--set", "n_solves=1", "--set", "align_proposals=500", "--progress", "none",
+            "--device", "cpu", "--set", "eval_batch_size=7"]
+    one = cli("train", str(cache), "--out", str(tmp_path / "one"), *args)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                          "-m", "videolabel", "train", str(cache), "--out", str(tmp_path / "two"), *args],
+                         capture_output=True, text=True, env=ENV, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = labels_of(tmp_path / "one"), labels_of(tmp_path / "two")
+    assert len(a) == len(b) == a["video_id"].nunique()
+    pd.testing.assert_frame_equal(a, b)
+    info = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert info["world_size"] == 2
+
+
+def test_clean_errors(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    r = cli("train", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--preset", "tiny")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "bad.yaml").write_text("epochs: [1, 2\n")
+    r = cli("train", str(cache), "--out", str(tmp_path / "r"), "--config", str(tmp_path / "bad.yaml"))
+    assert r.returncode == 2 and "cannot parse" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", str(cache), "--out", str(tmp_path / "r"), "--set", "num_clusters=1")
+    assert r.returncode == 2 and "num_clusters" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", str(cache), "--out", str(tmp_path / "r"), "--resume", "--preset", "tiny")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_resume_refuses_changed_config_and_cache(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    run = tmp_path / "run"
+    train(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), device="cpu")
+    with pytest.raises(VideolabelError, match="different config"):
+        Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1, num_clusters=12), resume=True, device="cpu")
+    with pytest.raises(VideolabelError, match="already holds a run"):
+        Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), device="cpu")
+    # a cache with a different ingest config is refused
+    other = tmp_path / "other_cache"
+    import shutil
+
+    shutil.copytree(cache, other)
+    cfg_path = other / "config.json"
+    data = json.loads(cfg_path.read_text())
+    data["config"]["log_eps"] = 1e-3
+    cfg_path.write_text(json.dumps(data))
+    with pytest.raises(VideolabelError, match="different ingest config"):
+        Trainer(other, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), resume=True, device="cpu")

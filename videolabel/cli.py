@@ -1,0 +1,263 @@
+"""The ``videolabel`` command line: a thin typer shell over the library.
+
+Each command parses its flags, calls one library function and prints. A :class:`VideolabelError`
+becomes one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from videolabel.errors import VideolabelError
+
+app = typer.Typer(
+    name="videolabel",
+    help="Label an unlabelled video collection from scratch, from its pictures and its sound (SeLaVi).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit with ``code``."""
+    typer.echo(f"videolabel: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# --- commands -------------------------------------------------------------------------------
+# (each command is a small function below; keep parsing and printing here, work in the library)
+
+
+@app.command()
+def ingest(
+    src: str = typer.Argument(..., help="Directory of source videos (searched recursively)."),
+    out: str = typer.Option(..., "--out", "-o", help="Cache directory to create or complete."),
+    glob: str = typer.Option(None, "--glob", help="Only files matching PATTERN (relative path, or file name if no '/')."),
+    list_file: str = typer.Option(None, "--list", help="File listing the videos, one path a line (relative to SRC or absolute)."),
+    clips_per_video: int = typer.Option(3, "--clips-per-video", help="Clips per video, spread evenly over it."),
+    frames: int = typer.Option(30, "--frames", help="Frames per clip."),
+    fps: float = typer.Option(30.0, "--fps", help="Frame rate of the stored clips."),
+    size: str = typer.Option("128x171", "--size", help="Stored frame size HxW (scaled to cover, centre-cropped)."),
+    sample_rate: int = typer.Option(16000, "--sample-rate", help="Audio sample rate (Hz) of the log-mel spectrograms."),
+    n_fft: int = typer.Option(2048, "--n-fft", help="Zero-padded FFT size (no mel filter may be empty)."),
+    short: str = typer.Option("pad", "--short", help="Video shorter than one clip: pad (repeat last frame) or skip."),
+    require_audio: bool = typer.Option(False, "--require-audio", help="Fail videos without an audio stream."),
+    workers: int = typer.Option(None, "--workers", help="Decode processes (default: number of CPUs)."),
+    shard_size: int = typer.Option(64, "--shard-size", help="Videos per shard."),
+    part: str = typer.Option("0/1", "--part", help="Ingest share i of n (i/n) of SRC, for several machines."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Wipe an existing cache first."),
+    max_failures: int = typer.Option(None, "--max-failures", help="Exit with code 3 if more videos than this failed."),
+    ffmpeg: str = typer.Option(None, "--ffmpeg", help="ffmpeg executable (default: $VIDEOLABEL_FFMPEG, PATH, then imageio-ffmpeg)."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed for the ffmpeg calls of one video."),
+    progress: str = typer.Option("auto", "--progress", help="auto (bar on a terminal), rich, log or none."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but the summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Decode videos into a cache of clips and log-mel spectrograms (resumable, parallel)."""
+    import json
+
+    from videolabel.config import IngestConfig
+    from videolabel.errors import TooManyFailuresError
+    from videolabel.ingest import run_ingest
+
+    try:
+        height, width = (int(x) for x in size.lower().split("x"))
+    except ValueError:
+        fail(f"--size must look like HxW (e.g. 128x171), not {size!r}")
+    config = IngestConfig(
+        frames=frames, fps=fps, clips_per_video=clips_per_video, height=height, width=width,
+        sample_rate=sample_rate, n_fft=n_fft, short=short, require_audio=require_audio,
+    )
+
+    def show(summary) -> None:
+        if as_json:
+            typer.echo(json.dumps(summary.to_dict(), indent=2))
+        else:
+            for line in summary.lines():
+                typer.echo(line)
+
+    try:
+        summary = run_ingest(
+            src, out, config, workers=workers, glob=glob, list_file=list_file, part=part,
+            overwrite=overwrite, max_failures=max_failures, ffmpeg=ffmpeg, timeout=timeout,
+            shard_size=shard_size, progress="none" if quiet else progress,
+        )
+    except TooManyFailuresError as exc:
+        if getattr(exc, "summary", None) is not None:
+            show(exc.summary)
+        raise
+    show(summary)
+
+
+@app.command()
+def train(
+    cache: Path = typer.Argument(..., help="Cache folder written by `videolabel ingest`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (config, metrics, checkpoints, labels)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML, TOML or JSON file of settings."),
+    preset: Optional[str] = typer.Option(None, help="Model preset: paper (default) or tiny."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", "-k", help="Number of clusters K (default 100)."),
+    heads: Optional[int] = typer.Option(None, help="Clustering heads per modality (default 10)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (default 200)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process (default 16)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate per 16-clip batch (default 0.01)."),
+    prior: Optional[str] = typer.Option(None, help="Cluster-size prior: uniform, gaussian or a file of K masses."),
+    modalities: Optional[str] = typer.Option(None, help="both (default), video or audio."),
+    workers: Optional[int] = typer.Option(None, help="Loader processes per training process (default 4)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
+                                                  help="Bit-reproducible (CPU) run."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoders."),
+    align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Modality alignment before training."),
+    decorrelate: Optional[bool] = typer.Option(None, "--decorrelate/--no-decorrelate",
+                                                help="Decorrelated heads (two label-pass augmentations)."),
+    set_: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="labels.csv (path,label): NMI for monitoring only."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Launch N processes with torchrun on this machine."),
+    device: Optional[str] = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
+    progress: Optional[str] = typer.Option(None, help="auto, rich, log or none."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train SeLaVi on a cache, on one or many GPUs (or CPUs), resumably."""
+    if nproc is not None:
+        from videolabel.train.launcher import launch
+
+        raise typer.Exit(launch(nproc, sys.argv[1:]))
+    from videolabel.train.config import make_config, read_config_file
+    from videolabel.train.loop import EXIT_PREEMPTED
+    from videolabel.train.loop import train as run_train
+    from videolabel.train.progress import TrainProgress
+
+    flags = {
+        "preset": preset, "num_clusters": clusters, "num_heads": heads, "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "prior": prior, "modalities": modalities, "workers": workers,
+        "seed": seed, "deterministic": deterministic, "compile": compile, "align": align,
+        "decorrelate": decorrelate, "progress": progress,
+    }
+    for item in set_:
+        if "=" not in item:
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        flags[key.strip().replace("-", "_")] = value.strip()
+    file_values = read_config_file(config) if config else None
+    if resume and config is None and (out / "config.json").is_file():
+        file_values = read_config_file(out / "config.json")
+    cfg = make_config(file_values, flags)
+    if not cache.is_dir():
+        fail(f"cache folder not found: {cache}")
+    if gt is not None and not gt.is_file():
+        fail(f"ground-truth file not found: {gt}")
+    summary = run_train(cache, out, cfg, resume=resume, gt=gt, device=device,
+                        progress=TrainProgress("none" if json_out else cfg.progress))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+    else:
+        state = "finished" if summary.finished else "stopped at a signal (resume with --resume)"
+        line = (f"train {state}: {summary.steps}/{summary.total_steps} steps, {summary.epochs:.2f} epochs, "
+                f"{summary.solves} label solves in {summary.seconds:.1f}s ({summary.clips_per_s:.1f} clips/s, "
+                f"data_wait {100 * summary.data_wait:.0f}%)")
+        typer.echo(line)
+        if summary.nmi_gt is not None:
+            typer.echo(f"NMI of head-0 training labels to --gt (monitoring only): {summary.nmi_gt:.3f}")
+        typer.echo(f"wrote {summary.checkpoint}")
+        if summary.labels:
+            typer.echo(f"wrote {summary.labels}")
+    if summary.preempted:
+        raise typer.Exit(EXIT_PREEMPTED)
+
+
+@app.command()
+def assign(
+    run: Path = typer.Argument(..., help="Run folder written by `videolabel train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Assignments Parquet file to write."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache to label (default: the run's training cache)."),
+    method: str = typer.Option("selavi", help="selavi (the trained heads) or kmeans (on pooled encoder features)."),
+    random_init: bool = typer.Option(False, "--random-init", help="k-means on a randomly initialised encoder."),
+    k: Optional[int] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K)."),
+    modality: str = typer.Option("both", help="both, audio or visual."),
+    head: int = typer.Option(0, help="Head that fills the top-level `cluster` column."),
+    clips: Optional[int] = typer.Option(None, help="Clips per video to average (default: all cached clips)."),
+    degrade: int = typer.Option(1, help="Degrade frames by nearest down/up-sampling by this factor (Fig. 2)."),
+    layout: str = typer.Option("wide", help="wide (a row per video) or long (a row per video and head)."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Also write pooled features to this Parquet."),
+    name: Optional[str] = typer.Option(None, help="Short name shown in comparison tables."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Clips per inference batch."),
+    workers: int = typer.Option(4, help="Loader processes."),
+    seed: int = typer.Option(0, help="Seed (k-means)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="Launch N processes with torchrun on this machine."),
+    device: Optional[str] = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write the cluster of every video, per head, as Parquet (or k-means baselines)."""
+    if nproc is not None:
+        from videolabel.train.launcher import launch
+
+        raise typer.Exit(launch(nproc, sys.argv[1:]))
+    from videolabel.assign import AssignOptions
+    from videolabel.assign import assign as run_assign
+
+    opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
+                         random_init=random_init, k=k, batch_size=batch_size, workers=workers, seed=seed,
+                         features=str(features) if features else None, name=name)
+    summary = run_assign(run, out, cache=cache, options=opts, device=device)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if json_out:
+        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str))
+        return
+    typer.echo(f"assigned {summary.videos} videos ({summary.clips} clips, {summary.clips_per_s:.1f} clips/s) "
+               f"with {summary.method}: {summary.clusters_used} of {summary.num_clusters} clusters used")
+    if summary.features:
+        typer.echo(f"wrote {summary.features}")
+    typer.echo(f"wrote {summary.out}")
+
+
+@app.command()
+def evaluate(
+    assignments: list[Path] = typer.Argument(..., help="Assignment Parquet file(s) written by `videolabel assign`."),
+    gt: Path = typer.Option(..., "--gt", help="Ground truth: labels.csv (path,label) or Parquet."),
+    key: str = typer.Option("path", "--key", help="Join on path or video_id."),
+    gt_key: Optional[str] = typer.Option(None, "--gt-key", help="Column of --gt to join on (default: --key)."),
+    gt_label: str = typer.Option("label", "--gt-label", help="Column of --gt holding the class."),
+    oracle: bool = typer.Option(False, "--oracle", help="Also report the best head by NMI (peeks at the labels)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (object, or list for several files)."),
+    show_unmatched: int = typer.Option(5, "--show-unmatched", help="Examples of unmatched keys to list (0: none)."),
+) -> None:
+    """Score assignments against ground truth: NMI, ARI, Acc, <H>, <p_max> per head; compare files."""
+    from videolabel.evaluate import evaluate_paths, render_table, summary_lines
+
+    if key not in ("path", "video_id"):
+        fail(f"--key must be path or video_id, got {key!r}")
+    reports = evaluate_paths(assignments, gt, key=key, gt_key=gt_key, gt_label=gt_label, oracle=oracle,
+                             max_examples=max(show_unmatched, 0))
+    if json_out:
+        docs = [r.to_dict() for r in reports]
+        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, allow_nan=False))
+        return
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
+    console.print(render_table(reports))
+    for line in summary_lines(reports, show_unmatched=max(show_unmatched, 0)):
+        typer.echo(line)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except VideolabelError as exc:
+        typer.echo(f"videolabel: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("videolabel: interrupted", err=True)
+        sys.exit(130)

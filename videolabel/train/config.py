@@ -1,0 +1,171 @@
+"""The training configuration: defaults from the paper (method.md), files (YAML/TOML/JSON) and flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from videolabel.errors import VideolabelError
+
+PRIORS = ("uniform", "gaussian")
+#: Fields that may change when a run is resumed: they do not change what is computed.
+RUNTIME_FIELDS = frozenset({"workers", "log_every", "compile", "checkpoint_every", "progress", "prefetch"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a SeLaVi run (paper values by default; see method.md "Training loop")."""
+
+    preset: str = "paper"  # model/input preset: "paper" (R(2+1)D-18 + ResNet-9) or "tiny"
+    num_clusters: int = 100  # K
+    num_heads: int = 10  # H clustering heads per modality
+    epochs: int = 200
+    batch_size: int = 16  # clips per process (per GPU)
+    lr: float = 0.01  # per 16-clip batch; scaled linearly with the global batch
+    warmup_epochs: float = 10.0
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine"
+    optimizer: str = "sgd"  # "sgd" (paper) or "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    lam: float = 20.0  # Sinkhorn lambda (eq. 3)
+    n_solves: int = 100  # clustering solves over the run
+    schedule_power: float = 1.5  # solve i at fraction (i / (n_solves - 1)) ** power of all steps
+    sinkhorn_tol: float = 1e-4  # max relative error of the cluster marginals (labels are argmaxes)
+    sinkhorn_iters: int = 1000
+    prior: str = "uniform"  # "uniform", "gaussian", or a path to a file of K masses
+    prior_sigma: float = 0.1
+    align: bool = True  # modality alignment (eq. 7) once before training
+    align_proposals: int = 50000
+    align_restarts: int = 5
+    decorrelate: bool = True  # two label-pass augmentations, half the heads on each
+    label_bn: str = "eval"  # label passes use BatchNorm "eval" (running) or "batch" statistics
+    modalities: str = "both"  # "both", "video" (SeLa on frames), "audio"
+    log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
+    color_jitter: float = 0.4  # brightness/contrast jitter of training clips (0 = paper: crop and flip only)
+    video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
+    audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
+    specaugment: bool = True
+    eval_batch_size: int = 64
+    workers: int = 4  # loader processes per training process
+    prefetch: int = 4
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # channels-last-3d on CUDA
+    compile: bool = False  # torch.compile the encoders
+    sync_bn: bool = True  # SyncBatchNorm across processes (CUDA only)
+    seed: int = 0
+    deterministic: bool = False
+    checkpoint_every: int = 1  # epochs
+    log_every: int = 10  # steps
+    progress: str = "auto"  # "auto", "rich", "log", "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise VideolabelError(f"bad train config: {msg}")
+
+        need(self.num_clusters >= 2, "num_clusters must be >= 2")
+        need(self.num_heads >= 1, "num_heads must be >= 1")
+        need(self.epochs >= 1, "epochs must be >= 1")
+        need(self.batch_size >= 1, "batch_size must be >= 1")
+        need(self.lr > 0, "lr must be > 0")
+        need(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
+        need(self.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine")
+        need(self.lam > 0, "lam must be > 0")
+        need(self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw")
+        need(self.label_bn in ("eval", "batch"), "label_bn must be eval or batch")
+        need(self.n_solves >= 1, "n_solves must be >= 1")
+        need(self.schedule_power > 0, "schedule_power must be > 0")
+        need(self.prior in PRIORS or Path(self.prior).is_file(), f"prior {self.prior!r} is neither "
+             f"{' nor '.join(PRIORS)} nor an existing file")
+        need(self.modalities in ("both", "video", "audio"), "modalities must be both, video or audio")
+        need(self.log_floor >= 0, "log_floor must be >= 0")
+        need(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
+        need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
+        need(self.audio_norm in ("fixed", "sample"), "audio_norm must be fixed or sample")
+        need(self.workers >= 0, "workers must be >= 0")
+        need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
+        need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
+        need(self.log_every >= 1, "log_every must be >= 1")
+        need(self.progress in ("auto", "rich", "log", "none"), "progress must be auto, rich, log or none")
+        return self
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON file into a flat dict (a ``train:`` section is accepted too)."""
+    p = Path(path)
+    if not p.is_file():
+        raise VideolabelError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise VideolabelError(f"cannot parse config file {p}: {first}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise VideolabelError(f"config file {p} must hold a mapping of settings")
+    if "train" in data and isinstance(data["train"], dict):
+        data = data["train"]
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then a config file's values, then flags (``None`` values in overrides are ignored)."""
+    names = {f.name: f for f in fields(TrainConfig)}
+    merged: dict[str, Any] = {}
+    for source, values in (("config file", file_values or {}), ("flags", overrides or {})):
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key not in names:
+                raise VideolabelError(f"unknown setting in {source}: {key}")
+            merged[key] = _coerce(key, value)
+    return TrainConfig(**merged).validate()
+
+
+def _coerce(key: str, value: Any) -> Any:
+    default = TrainConfig.__dataclass_fields__[key].default
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise VideolabelError(f"bad value for {key}: {value!r}") from None
+
+
+def diff_configs(old: dict[str, Any], new: TrainConfig) -> list[str]:
+    """Settings that differ between a saved run and a new request, ignoring runtime-only ones."""
+    out = []
+    for key, value in new.to_dict().items():
+        if key in RUNTIME_FIELDS:
+            continue
+        if key in old and old[key] != value:
+            out.append(f"{key}: run has {old[key]!r}, asked {value!r}")
+    return out

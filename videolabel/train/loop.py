@@ -1,0 +1,697 @@
+"""The SeLaVi training loop (paper section 3, method.md "Training loop").
+
+Reads top to bottom: set-up (data, model, optimiser, run folder), modality alignment once, then steps
+of cross-entropy against the current labels, with Sinkhorn-Knopp label solves on a power-law schedule.
+Every random choice is drawn from a generator seeded by (seed, what, when), so a resumed run repeats
+exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+
+import videolabel
+from videolabel.cluster.align import align_heads, permute_linear_
+from videolabel.cluster.combine import combine_log_probs
+from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior
+from videolabel.cluster.schedule import clustering_schedule
+from videolabel.cluster.sinkhorn import sinkhorn
+from videolabel.data.augment import AudioAugment, VideoAugment
+from videolabel.data.dataset import ShardDataset
+from videolabel.errors import VideolabelError
+from videolabel.metrics import nmi
+from videolabel.models import build_model
+from videolabel.models.presets import PRESETS
+from videolabel.train import dist as D
+from videolabel.train.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
+from videolabel.train.config import TrainConfig, diff_configs
+
+CHECKPOINT_FORMAT = 1
+#: Videos used for the modality alignment before training (a random sample; eq. 7 is a sum over them).
+ALIGN_MAX_VIDEOS = 8192
+#: Exit code of ``videolabel train`` when it stopped at a signal after writing a checkpoint.
+EXIT_PREEMPTED = 75
+
+
+def seed_for(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from the run seed and a tuple of integers (what, when): FNV-1a style."""
+    h = 1469598103934665603
+    for v in (seed, *parts):
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+# what-tags for seed_for
+_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR = 1, 2, 3, 4, 5, 6
+
+
+def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+@dataclass
+class TrainSummary:
+    run_dir: str
+    steps: int
+    total_steps: int
+    epochs: float
+    seconds: float
+    clips_per_s: float
+    data_wait: float
+    solves: int
+    finished: bool
+    preempted: bool
+    checkpoint: str
+    labels: str | None
+    nmi_gt: float | None = None
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class StepBatches(Sampler[list[int]]):
+    """Batches of clip indices for global steps ``start .. total - 1`` on one rank.
+
+    Epoch e visits every video once in an order drawn from (seed, e), with one clip per video drawn
+    from the same generator (clips are augmentations); the order is padded by wrapping to a multiple
+    of the global batch, and rank r takes its slice of each global batch.
+    """
+
+    def __init__(self, first_clip: np.ndarray, n_clips: np.ndarray, batch: int, world: int, rank: int,
+                 seed: int, start: int, total: int) -> None:
+        self.first_clip, self.n_clips = first_clip, n_clips
+        self.batch, self.world, self.rank = batch, world, rank
+        self.seed, self.start, self.total = seed, start, total
+        self.n = len(first_clip)
+        self.steps_per_epoch = max(1, math.ceil(self.n / (batch * world)))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        g = _gen(seed_for(self.seed, _EPOCH, epoch))
+        perm = torch.randperm(self.n, generator=g).numpy()
+        offs = (torch.rand(self.n, generator=g, dtype=torch.float64).numpy() * self.n_clips[perm]).astype(np.int64)
+        clips = self.first_clip[perm] + np.minimum(offs, self.n_clips[perm] - 1)
+        need = self.steps_per_epoch * self.batch * self.world
+        return np.resize(clips, need)  # wraps around: pads with the first videos again
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, order = -1, None
+        for step in range(self.start, self.total):
+            e, i = divmod(step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, order = e, self.epoch_order(e)
+            g0 = i * self.batch * self.world + self.rank * self.batch
+            yield order[g0 : g0 + self.batch].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
+class ListBatches(Sampler[list[int]]):
+    """Fixed clip indices in fixed-size batches, in order (label passes, inference)."""
+
+    def __init__(self, indices: np.ndarray, batch: int) -> None:
+        self.indices, self.batch = indices, batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for i in range(0, len(self.indices), self.batch):
+            yield self.indices[i : i + self.batch].tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch)
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+def make_loader(ds: ShardDataset, sampler: Sampler, workers: int, pin: bool, prefetch: int = 4) -> DataLoader:
+    kw: dict[str, Any] = {}
+    if workers > 0:
+        kw["prefetch_factor"] = prefetch
+    return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_identity, pin_memory=pin, **kw)
+
+
+class _StopFlag:
+    """SIGTERM / SIGUSR1 (SLURM pre-emption): finish the step, checkpoint, exit."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        self.raised = True
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
+
+    def __init__(self, cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
+                 gt: str | Path | None = None, device: str | None = None, console: Any = None) -> None:
+        self.cfg = cfg.validate()
+        if cfg.preset not in PRESETS:
+            raise VideolabelError(f"unknown preset {cfg.preset!r} (choose from {', '.join(PRESETS)})")
+        self.out = Path(out_dir)
+        self.info = D.setup(device)
+        self.dev = self.info.device
+        self.cuda = self.dev.type == "cuda"
+        self.console = console
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.ds = ShardDataset(cache_dir)
+        self.cache_dir = Path(cache_dir)
+        vids = self.ds.videos
+        self.n = len(vids)
+        if self.n < 2:
+            raise VideolabelError(f"cache {cache_dir} holds {self.n} usable video(s); training needs at least 2")
+        self.first_clip = vids["first_clip"].to_numpy(np.int64)
+        self.n_clips = vids["n_clips"].to_numpy(np.int64)
+        self.has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
+        self.ingest_hash = self.ds.config.hash()
+        self.videos_hash = _hash_ids(vids["video_id"].tolist())
+
+        H, K = cfg.num_heads, cfg.num_clusters
+        world = self.info.world_size
+        self.steps_per_epoch = max(1, math.ceil(self.n / (cfg.batch_size * world)))
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.schedule = clustering_schedule(self.total_steps, cfg.n_solves, cfg.schedule_power)
+        self.base_lr = cfg.lr * cfg.batch_size * world / 16.0
+        self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.preset, num_clusters=K, num_heads=H).to(self.dev)
+        self.preset = self.model.preset
+        if self.cuda and cfg.channels_last:
+            self.model.to_channels_last()
+        self.vaug_train = VideoAugment(self.preset, train=True, channels_last=self.cuda and cfg.channels_last,
+                                       color_jitter=cfg.color_jitter, norm=cfg.video_norm)
+        self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
+                                       specaugment=cfg.specaugment, norm=cfg.audio_norm)
+        if cfg.optimizer == "adamw":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                self.model.parameters(), lr=self.base_lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.base_lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
+        self.labels = torch.zeros(H, self.n, dtype=torch.int64)
+        self.prior_masses = self._draw_prior()
+        self.step = 0
+        self.solve_index = 0
+        self.aligned = False
+        self.align_costs: list[tuple[float, float]] = []
+        self.gt_codes = self._load_gt(gt) if gt else None
+
+        self._prepare_run_dir(resume)
+        self.ddp_model = self._wrap()
+        self.metrics_fh = None
+
+    # ------------------------------------------------------------------ set-up
+    def _draw_prior(self) -> torch.Tensor:
+        H, K = self.cfg.num_heads, self.cfg.num_clusters
+        if self.cfg.prior == "uniform":
+            return uniform_prior(K).double().expand(H, K).clone()
+        if self.cfg.prior == "gaussian":
+            return torch.stack([
+                gaussian_prior_masses(K, sigma=self.cfg.prior_sigma, seed=seed_for(self.cfg.seed, _PRIOR, h))
+                for h in range(H)
+            ]).double()
+        return load_prior(self.cfg.prior, K).double().expand(H, K).clone()
+
+    def _load_gt(self, gt: str | Path) -> np.ndarray | None:
+        from videolabel.groundtruth import join_ground_truth, read_ground_truth
+
+        table = read_ground_truth(gt)
+        aligned, _ = join_ground_truth(self.ds.videos["path"], table)
+        if aligned.notna().sum() == 0:
+            raise VideolabelError(f"no video of the cache matches a path in {gt}")
+        codes, _ = pd.factorize(aligned)  # -1 where unmatched
+        return codes
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        cfg = self.cfg
+        ckpt = self.out / LAST
+        if resume:
+            if not ckpt.is_file():
+                raise VideolabelError(f"nothing to resume: no {LAST} in {self.out}")
+            state = load_checkpoint(ckpt)
+            self._check_compatible(state)
+            self._restore(state)
+            return
+        if self.out.exists() and any(self.out.glob("*.pt")):
+            raise VideolabelError(f"run folder {self.out} already holds a run: pass --resume to continue it, "
+                                  "or choose another --out")
+        if self.info.is_main:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+                (self.out / "run.json").write_text(json.dumps(self._run_info(), indent=2) + "\n")
+                (self.out / "metrics.jsonl").write_text("")
+            except OSError as exc:
+                raise VideolabelError(f"cannot write run folder {self.out}: {exc.strerror}") from None
+        D.barrier()
+
+    def _run_info(self) -> dict[str, Any]:
+        return {
+            "videolabel": videolabel.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cuda": torch.version.cuda if self.cuda else None,
+            "device": torch.cuda.get_device_name(self.dev) if self.cuda else platform.processor() or "cpu",
+            "world_size": self.info.world_size,
+            "seed": self.cfg.seed,
+            "cache": str(self.cache_dir.resolve()),
+            "ingest_config": self.ds.config.to_dict(),
+            "ingest_config_hash": self.ingest_hash,
+            "videos": self.n,
+            "videos_hash": self.videos_hash,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "schedule": self.schedule,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def _check_compatible(self, state: dict[str, Any]) -> None:
+        diffs = diff_configs(state["train_config"], self.cfg)
+        if diffs:
+            raise VideolabelError(f"--resume with a different config ({'; '.join(diffs)}); "
+                                  "use the run's config or start a new run")
+        if state["ingest_hash"] != self.ingest_hash:
+            raise VideolabelError("--resume on a cache made with a different ingest config "
+                                  f"(run {state['ingest_hash']}, cache {self.ingest_hash})")
+        if state["videos_hash"] != self.videos_hash:
+            raise VideolabelError(f"--resume on a cache whose videos changed (run had {state['n_videos']}, "
+                                  f"cache has {self.n}); start a new run")
+        if state["world_size"] != self.info.world_size:
+            raise VideolabelError(f"--resume with {self.info.world_size} process(es); the run used "
+                                  f"{state['world_size']} (the data order depends on it)")
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.labels = state["labels"].clone()
+        self.prior_masses = state["prior_masses"].clone()
+        self.step = int(state["step"])
+        self.solve_index = int(state["solve_index"])
+        self.aligned = bool(state["aligned"])
+        self.align_costs = [tuple(c) for c in state.get("align_costs", [])]
+        torch.set_rng_state(state["rng_cpu"])
+        if self.info.is_main:  # drop metrics logged after the checkpoint: they will be logged again
+            path = self.out / "metrics.jsonl"
+            if path.is_file():
+                keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.step]
+                path.write_text("".join(ln + "\n" for ln in keep))
+
+    def _wrap(self) -> torch.nn.Module:
+        model: torch.nn.Module = self.model
+        if self.cfg.compile:
+            self.model.video_encoder = torch.compile(self.model.video_encoder)
+            self.model.audio_encoder = torch.compile(self.model.audio_encoder)
+        if self.info.distributed:
+            if self.cuda and self.cfg.sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.dev.index] if self.cuda else None,
+                find_unused_parameters=self.cfg.modalities != "both",
+            )
+        return model
+
+    def state_dict(self) -> dict[str, Any]:
+        model = self.model
+        sd = {k.replace("_orig_mod.", ""): v.detach().cpu() for k, v in model.state_dict().items()}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "videolabel": videolabel.__version__,
+            "model": sd,
+            "optimizer": self.optimizer.state_dict(),
+            "labels": self.labels.cpu(),
+            "prior_masses": self.prior_masses.cpu(),
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "solve_index": self.solve_index,
+            "schedule": list(self.schedule),
+            "aligned": self.aligned,
+            "align_costs": [list(c) for c in self.align_costs],
+            "rng_cpu": torch.get_rng_state(),
+            "train_config": self.cfg.to_dict(),
+            "ingest_config": self.ds.config.to_dict(),
+            "ingest_hash": self.ingest_hash,
+            "videos_hash": self.videos_hash,
+            "video_ids": self.ds.videos["video_id"].tolist(),
+            "n_videos": self.n,
+            "world_size": self.info.world_size,
+        }
+
+    def save(self, name: str = LAST) -> Path | None:
+        path = self.out / name
+        if self.info.is_main:
+            save_checkpoint(self.state_dict(), path)
+        D.barrier()
+        return path
+
+    # ------------------------------------------------------------------ forward passes
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nb = self.cuda
+        return (batch["video"].to(self.dev, non_blocking=nb), batch["audio"].to(self.dev, non_blocking=nb),
+                batch["video_index"].to(torch.int64))
+
+    def _autocast(self) -> Any:
+        if self.cuda and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.no_grad()
+    def head_log_probs(self, clip_indices: np.ndarray, aug_seed: int, *, softmax: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head log-probabilities [H, n, K] of video and audio for the given clips (in order), under
+        train-time augmentations drawn per clip from (``aug_seed``, clip index), model in eval mode
+        (running BN statistics): each row depends only on its clip, never on batching or processes."""
+        bns = self._set_label_mode()
+        H, K = self.cfg.num_heads, self.cfg.num_clusters
+        n = len(clip_indices)
+        out_v = torch.empty(H, n, K, dtype=torch.float32, device=self.dev)
+        out_a = torch.empty(H, n, K, dtype=torch.float32, device=self.dev)
+        loader = make_loader(self.ds, ListBatches(clip_indices, self.cfg.eval_batch_size),
+                             self.cfg.workers, self.cuda, self.cfg.prefetch)
+        pos = 0
+        for batch in loader:
+            video, audio, _ = self._to_device(batch)
+            # one generator per clip: a clip's augmentation does not depend on its batch or process
+            g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+            with self._autocast():
+                res = self.model(video=self.vaug_train(video, g), audio=self.aaug_train(audio, g))
+            m = video.shape[0]
+            fn = F.softmax if softmax else F.log_softmax
+            out_v[:, pos : pos + m] = fn(res["video_logits"].float(), dim=-1)
+            out_a[:, pos : pos + m] = fn(res["audio_logits"].float(), dim=-1)
+            pos += m
+        self.model.train()
+        for bn, momentum in bns:
+            bn.momentum = momentum
+        return out_v, out_a
+
+    def _set_label_mode(self) -> list[tuple[torch.nn.Module, float | None]]:
+        """Eval mode; with ``label_bn="batch"`` BatchNorm layers use the batch's statistics instead of
+        the running ones (which lag behind a fast-changing small model) without updating them."""
+        self.model.eval()
+        saved = []
+        if self.cfg.label_bn == "batch":
+            for mod in self.model.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    saved.append((mod, mod.momentum))
+                    mod.momentum = 0.0
+                    mod.train()
+        return saved
+
+    def _clips_for(self, videos: np.ndarray, seed: int) -> np.ndarray:
+        g = _gen(seed)
+        u = torch.rand(self.n, generator=g, dtype=torch.float64).numpy()[videos]
+        return self.first_clip[videos] + np.minimum((u * self.n_clips[videos]).astype(np.int64),
+                                                    self.n_clips[videos] - 1)
+
+    # ------------------------------------------------------------------ alignment (eq. 7)
+    def align(self) -> None:
+        """Permute each audio head's output rows to best match its visual head (once, before training).
+
+        Computed on rank 0 on a random sample of videos; DDP then broadcasts rank 0's weights."""
+        cfg = self.cfg
+        if self.info.is_main and cfg.modalities == "both":
+            g = _gen(seed_for(cfg.seed, _ALIGN))
+            videos = torch.randperm(self.n, generator=g)[:ALIGN_MAX_VIDEOS].sort().values.numpy()
+            p_v, p_a = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _ALIGN, 1)),
+                                           seed_for(cfg.seed, _ALIGN, 2), softmax=True)
+            for h in range(cfg.num_heads):
+                res = align_heads(p_a[h].cpu(), p_v[h].cpu(), proposals=cfg.align_proposals,
+                                  restarts=cfg.align_restarts, seed=seed_for(cfg.seed, _ALIGN, 3, h))
+                permute_linear_(self.model.last_linear("audio", h), res.perm.to(self.dev))
+                self.align_costs.append((float(res.cost_before), float(res.cost_after)))
+        self.aligned = True
+        if self.info.distributed:  # rank 0's permuted heads to everyone
+            for p in self.model.audio_heads.parameters():
+                torch.distributed.broadcast(p.data, src=0)
+
+    # ------------------------------------------------------------------ the label solve (eq. 1-6)
+    def solve_labels(self) -> dict[str, Any]:
+        """One clustering step: label-pass outputs under two augmentations, half the heads on each
+        (decorrelated heads), modalities combined (eq. 6), prior matched (eq. 4-5), Sinkhorn (eq. 3)."""
+        cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
+        i = self.solve_index
+        start, stop = D.split_range(self.n, self.info.world_size, self.info.rank)
+        videos = np.arange(start, stop)
+        n_aug = 2 if cfg.decorrelate else 1
+        which = torch.zeros(H, dtype=torch.int64)
+        if n_aug == 2:
+            half = torch.randperm(H, generator=_gen(seed_for(cfg.seed, _SPLIT, i)))[: H // 2]
+            which[half] = 1
+        t0 = time.perf_counter()
+        passes = [self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
+                                      seed_for(cfg.seed, _LABEL, i, a, 7)) for a in range(n_aug)]
+        t_pass = time.perf_counter() - t0
+        present_a = self.has_audio[start:stop].to(self.dev)
+        present_v = torch.ones_like(present_a)
+        old = self.labels.clone()
+        new_local = []
+        sk_err, sk_iters = 0.0, 0
+        for h in range(H):
+            lv, la = passes[int(which[h])][0][h], passes[int(which[h])][1][h]
+            if cfg.modalities == "video":
+                log_p = lv
+            elif cfg.modalities == "audio":
+                log_p = la
+            else:
+                log_p = combine_log_probs([lv, la], [present_v, present_a])
+            sizes = torch.bincount(old[h], minlength=K).double()
+            r = match_prior(self.prior_masses[h], sizes) if cfg.prior != "uniform" else self.prior_masses[h]
+            with warnings.catch_warnings():  # not reaching tol is recorded below, not printed
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = sinkhorn(log_p, r.to(self.dev), lam=cfg.lam, tol=cfg.sinkhorn_tol,
+                               max_iters=cfg.sinkhorn_iters)
+            new_local.append(res.labels.to(self.dev))
+            sk_err = max(sk_err, float(res.error))
+            sk_iters = max(sk_iters, int(res.iterations))
+        local = torch.stack(new_local, dim=1)  # [n_local, H]
+        self.labels = D.all_gather_rows(local, self.n).T.contiguous().cpu()
+        self.solve_index += 1
+        t_total = time.perf_counter() - t0
+        m = self._solve_metrics(old, t_pass, t_total)
+        m.update(sinkhorn_error=sk_err, sinkhorn_iterations=sk_iters)
+        return m
+
+    def _solve_metrics(self, old: torch.Tensor, t_pass: float, t_total: float) -> dict[str, Any]:
+        K = self.cfg.num_clusters
+        new = self.labels.numpy()
+        m: dict[str, Any] = {"event": "solve", "solve": self.solve_index - 1, "step": self.step,
+                             "solve_s": round(t_total, 3), "label_pass_s": round(t_pass, 3)}
+        if self.solve_index > 1:
+            m["label_stability"] = float(np.mean([nmi(old[h].numpy(), new[h]) for h in range(len(new))]))
+        sizes = np.stack([np.bincount(row, minlength=K) for row in new]) / new.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.nansum(np.where(sizes > 0, sizes * np.log(sizes), 0.0), axis=1) / math.log(K)
+        m["cluster_size_entropy"] = float(ent.mean())
+        m["clusters_used"] = float(np.mean([(row > 0).sum() for row in sizes]))
+        if self.gt_codes is not None:
+            ok = self.gt_codes >= 0
+            scores = [nmi(self.gt_codes[ok], new[h][ok]) for h in range(len(new))]
+            m["nmi_gt_head0"] = float(scores[0])
+            m["nmi_gt_mean"] = float(np.mean(scores))
+        return m
+
+    # ------------------------------------------------------------------ the training step
+    def lr_at(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.cfg.lr_schedule == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            return 0.5 * self.base_lr * (1 + math.cos(math.pi * (step - self.warmup_steps) / span))
+        return self.base_lr
+
+    def train_step(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, has_audio: torch.Tensor,
+                   step: int) -> torch.Tensor:
+        """One SGD step of cross-entropy of every head of both encoders against its labels.
+
+        y: [H, B] labels; loss = 0.5 mean_h CE_video + 0.5 mean_h CE_audio (audio only where present).
+        Returns the loss (a device tensor: reading it is left to the caller, to avoid a sync)."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        g = _gen(seed_for(cfg.seed, _STEP, step, self.info.rank), self.dev)
+        v = self.vaug_train(video, g) if cfg.modalities != "audio" else None
+        a = self.aaug_train(audio, g) if cfg.modalities != "video" else None
+        with self._autocast():
+            out = self.ddp_model(video=v, audio=a)
+        H, B = y.shape
+        losses = []
+        if v is not None:
+            lv = out["video_logits"].float().reshape(H * B, -1)
+            losses.append(F.cross_entropy(lv, y.reshape(-1)))
+        if a is not None:
+            la = out["audio_logits"].float().reshape(H * B, -1)
+            ce = F.cross_entropy(la, y.reshape(-1), reduction="none").reshape(H, B)
+            w = has_audio.to(ce.dtype).expand(H, B)
+            losses.append((ce * w).sum() / w.sum().clamp_min(1.0))
+        loss = sum(losses) / len(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    # ------------------------------------------------------------------ run
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.info.is_main:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def run(self, progress: Any = None) -> TrainSummary:
+        cfg = self.cfg
+        stop = _StopFlag()
+        stop.install()
+        t_start = time.perf_counter()
+        preempted = False
+        last: dict[str, Any] = {}
+        try:
+            if not self.aligned and cfg.align:
+                self.align()
+                if self.align_costs:
+                    self.log({"event": "align", "step": self.step,
+                              "cost_before": float(np.mean([c[0] for c in self.align_costs])),
+                              "cost_after": float(np.mean([c[1] for c in self.align_costs]))})
+            elif not self.aligned:
+                self.aligned = True
+            sampler = StepBatches(self.first_clip, self.n_clips, cfg.batch_size, self.info.world_size,
+                                  self.info.rank, cfg.seed, self.step, self.total_steps)
+            loader = make_loader(self.ds, sampler, cfg.workers, self.cuda, cfg.prefetch)
+            labels_dev = self.labels.to(self.dev)
+            has_audio_dev = self.has_audio.to(self.dev)
+            window = {"t": time.perf_counter(), "wait": 0.0, "steps": 0, "loss": []}
+            if progress is not None:
+                progress.start(self.total_steps, self.step)
+            it = iter(loader)
+            while self.step < self.total_steps:
+                if self.solve_index < len(self.schedule) and self.schedule[self.solve_index] <= self.step:
+                    m = self.solve_labels()
+                    labels_dev = self.labels.to(self.dev)
+                    self.log(m)
+                    last.update(m)
+                    window["t"] = time.perf_counter()  # do not count the solve as data wait or step time
+                    continue
+                t0 = time.perf_counter()
+                batch = next(it)
+                video, audio, vidx = self._to_device(batch)
+                window["wait"] += time.perf_counter() - t0
+                vidx = vidx.to(self.dev)
+                loss = self.train_step(video, audio, labels_dev[:, vidx], has_audio_dev[vidx], self.step)
+                window["loss"].append(loss)
+                window["steps"] += 1
+                self.step += 1
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps or epoch_end:
+                    m = self._window_metrics(window)
+                    self.log(m)
+                    last.update(m)
+                    if progress is not None:
+                        progress.update(self.step, m)
+                if D.all_reduce_max(stop.raised, self.dev):
+                    preempted = True
+                    break
+                if epoch_end and (self.step // self.steps_per_epoch) % cfg.checkpoint_every == 0 \
+                        and self.step < self.total_steps:
+                    self.save(LAST)
+            ckpt = self.save(LAST)
+            labels_path = None
+            if not preempted:
+                ckpt = self.save(FINAL)
+                labels_path = self.write_labels()
+        finally:
+            stop.restore()
+            if progress is not None:
+                progress.stop()
+        seconds = time.perf_counter() - t_start
+        return TrainSummary(
+            run_dir=str(self.out), steps=self.step, total_steps=self.total_steps,
+            epochs=self.step / self.steps_per_epoch, seconds=round(seconds, 2),
+            clips_per_s=float(last.get("clips_per_s", 0.0)), data_wait=float(last.get("data_wait", 0.0)),
+            solves=self.solve_index, finished=not preempted, preempted=preempted, checkpoint=str(ckpt),
+            labels=str(labels_path) if labels_path else None, nmi_gt=last.get("nmi_gt_head0"), last_metrics=last,
+        )
+
+    def _window_metrics(self, w: dict[str, Any]) -> dict[str, Any]:
+        now = time.perf_counter()
+        dt = max(now - w["t"], 1e-9)
+        loss = float(torch.stack(w["loss"]).mean()) if w["loss"] else float("nan")
+        clips = w["steps"] * self.cfg.batch_size * self.info.world_size
+        m = {"event": "train", "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+             "loss": loss, "lr": self.lr_at(max(self.step - 1, 0)), "clips_per_s": round(clips / dt, 2),
+             "data_wait": round(w["wait"] / dt, 4)}
+        w.update(t=now, wait=0.0, steps=0, loss=[])
+        return m
+
+    def write_labels(self) -> Path | None:
+        """The final training labels (one row per video, a column per head) as ``labels.parquet``."""
+        if not self.info.is_main:
+            return None
+        vids = self.ds.videos
+        df = pd.DataFrame({"video_id": vids["video_id"].to_numpy(), "path": vids["path"].to_numpy()})
+        for h in range(self.cfg.num_heads):
+            df[f"label_h{h}"] = self.labels[h].numpy()
+        path = self.out / "labels.parquet"
+        tmp = path.with_name(".labels.parquet.tmp")
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+
+def _hash_ids(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def train(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
+          gt: str | Path | None = None, device: str | None = None, progress: Any = None) -> TrainSummary:
+    """Train SeLaVi on a cache; the library entry point behind ``videolabel train``."""
+    trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device)
+    try:
+        return trainer.run(progress=progress if trainer.info.is_main else None)
+    finally:
+        D.teardown()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: videolabel train ...")
