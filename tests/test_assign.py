@@ -1,0 +1,166 @@
+"""`videolabel assign` on a real (tiny) run: coverage, options, k-means, multi-process, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from videolabel.assign import AssignOptions, assign, combine_modalities
+from videolabel.config import IngestConfig
+from videolabel.data.dataset import ShardDataset
+from videolabel.errors import VideolabelError
+from videolabel.ingest import run_ingest
+from videolabel.train.config import make_config
+from videolabel.train.loop import train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(avdigits_cache, tmp_path_factory):
+    cache, labels = avdigits_cache
+    run = tmp_path_factory.mktemp("assign") / "run"
+    cfg = make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
+                                 n_solves=1, align_proposals=200, progress="none"))
+    train(cache, run, cfg, device="cpu")
+    return run, cache, labels
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "videolabel", *args], capture_output=True, text=True, env=ENV,
+                          timeout=600)
+
+
+def test_every_video_once_with_metadata(tiny_run, tmp_path):
+    run, cache, _ = tiny_run
+    out = tmp_path / "a.parquet"
+    s = assign(run, out, options=AssignOptions(workers=0, head=1), device="cpu")
+    df = pd.read_parquet(out)
+    ds = ShardDataset(cache)
+    assert len(df) == len(ds.videos) == s.videos
+    assert df["video_id"].is_unique and set(df["video_id"]) == set(ds.videos["video_id"])
+    assert (df["cluster"] == df["cluster_h1"]).all()
+    for h in range(3):
+        assert df[f"cluster_h{h}"].between(0, 5).all()
+        assert df[f"prob_h{h}"].between(0, 1).all()
+    assert (df["margin"] >= 0).all() and (df["confidence"] >= 1 / 6 - 1e-6).all()
+    meta = json.loads(pq.read_schema(out).metadata[b"videolabel"])
+    assert meta["num_clusters"] == 6 and meta["num_heads"] == 3 and meta["head"] == 1
+    assert meta["method"] == "selavi" and len(meta["checkpoint_sha1"]) == 40
+    assert s.clips == int(ds.videos["n_clips"].sum())
+
+
+def test_long_layout_matches_wide(tiny_run, tmp_path):
+    run, _, _ = tiny_run
+    assign(run, tmp_path / "w.parquet", options=AssignOptions(workers=0), device="cpu")
+    assign(run, tmp_path / "l.parquet", options=AssignOptions(workers=0, layout="long"), device="cpu")
+    w = pd.read_parquet(tmp_path / "w.parquet").set_index("video_id")
+    lg = pd.read_parquet(tmp_path / "l.parquet")
+    assert len(lg) == 3 * len(w)
+    for h in range(3):
+        part = lg[lg["head"] == h].set_index("video_id")["cluster"]
+        assert (part.loc[w.index] == w[f"cluster_h{h}"]).all()
+
+
+def test_modality_combination_is_eq6():
+    lv = torch.log_softmax(torch.randn(2, 5, 4), -1)
+    la = torch.log_softmax(torch.randn(2, 5, 4), -1)
+    has = torch.tensor([True, True, False, True, False])
+    both = combine_modalities(lv, la, has, "both")
+    assert torch.allclose(both[:, has], (lv[:, has] + la[:, has]) / 2)
+    assert torch.allclose(both[:, ~has], lv[:, ~has])  # no audio: frames alone
+    assert torch.equal(combine_modalities(lv, la, has, "visual"), lv)
+    assert torch.equal(combine_modalities(lv, la, has, "audio"), la)
+
+
+def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
+    run, _, _ = tiny_run
+    import videolabel.assign as A
+
+    seen: dict[str, object] = {}
+    real = A.VideoAugment
+
+    def spy(*args, **kw):
+        seen["degrade"] = kw.get("degrade")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(A, "VideoAugment", spy)
+    assign(run, tmp_path / "d.parquet", options=AssignOptions(workers=0, degrade=8), device="cpu")
+    assert seen["degrade"] == 8
+    monkeypatch.undo()
+    base = pd.read_parquet(assign(run, tmp_path / "b.parquet", options=AssignOptions(workers=0), device="cpu").out)
+    deg = pd.read_parquet(tmp_path / "d.parquet")
+    assert not np.allclose(base["prob_h0"], deg["prob_h0"])  # degraded frames change the predictions
+    vis = pd.read_parquet(assign(run, tmp_path / "v.parquet", options=AssignOptions(workers=0, modality="visual"),
+                                 device="cpu").out)
+    aud = pd.read_parquet(assign(run, tmp_path / "au.parquet", options=AssignOptions(workers=0, modality="audio"),
+                                 device="cpu").out)
+    # av_agree of the combined file says whether the single-modality predictions agree
+    agree = (vis["cluster_h0"] == aud["cluster_h0"]).to_numpy()
+    assert (base["av_agree"].to_numpy(dtype=bool) == agree).all()
+    meta = json.loads(pq.read_schema(tmp_path / "v.parquet").metadata[b"videolabel"])
+    assert meta["modality"] == "visual"
+
+
+def test_kmeans_baselines_and_features(tiny_run, tmp_path):
+    run, cache, _ = tiny_run
+    s = assign(run, tmp_path / "k.parquet", options=AssignOptions(workers=0, method="kmeans", k=4,
+                                                                 features=str(tmp_path / "f.parquet")), device="cpu")
+    df = pd.read_parquet(tmp_path / "k.parquet")
+    assert df["cluster"].between(0, 3).all() and df["video_id"].is_unique
+    assert json.loads(pq.read_schema(tmp_path / "k.parquet").metadata[b"videolabel"])["method"] == "kmeans"
+    feats = pd.read_parquet(tmp_path / "f.parquet")
+    assert len(feats) == len(df) and len(feats["video_features"].iloc[0]) == 128
+    s0 = assign(run, tmp_path / "k0.parquet", options=AssignOptions(workers=0, method="kmeans", random_init=True),
+                device="cpu")
+    assert s0.meta["method"] == "kmeans-random-init" and s.num_clusters == 4
+
+
+def test_two_processes_cover_odd_count_once(tiny_run, tmp_path):
+    run, cache, _ = tiny_run
+    # a second cache, same ingest settings, with an odd number of videos: incremental labelling
+    ds = ShardDataset(cache)
+    src = Path(json.loads((run / "run.json").read_text())["cache"])
+    videos_root = src.parent / "av" / "videos"
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(ds.videos["path"].tolist()[:7]) + "\n")
+    cfg = ds.config
+    run_ingest(videos_root, tmp_path / "odd", cfg, list_file=listing, workers=2, progress="none")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "videolabel", "assign", str(run), "--cache", str(tmp_path / "odd"), "--out",
+                        str(tmp_path / "two.parquet"), "--workers", "0", "--device", "cpu"],
+                       capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = pd.read_parquet(tmp_path / "two.parquet")
+    one = pd.read_parquet(assign(run, tmp_path / "one.parquet", cache=tmp_path / "odd",
+                                 options=AssignOptions(workers=0), device="cpu").out)
+    assert len(two) == 7 and two["video_id"].is_unique
+    pd.testing.assert_frame_equal(one[["video_id", "cluster"]], two[["video_id", "cluster"]])
+    assert not list(tmp_path.glob(".two.parquet.part-*"))
+
+
+def test_clean_errors(tiny_run, tmp_path):
+    run, cache, _ = tiny_run
+    r = cli("assign", str(tmp_path / "none"), "--out", str(tmp_path / "x.parquet"))
+    assert r.returncode == 2 and "run folder not found" in r.stderr and "Traceback" not in r.stderr
+    r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--method", "magic")
+    assert r.returncode == 2 and "--method" in r.stderr and "Traceback" not in r.stderr
+    r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "9")
+    assert r.returncode == 2 and "--head" in r.stderr
+    other = tmp_path / "other"
+    run_ingest(Path(json.loads((run / "run.json").read_text())["cache"]).parent / "av" / "videos", other,
+               IngestConfig(frames=4, fps=8.0, height=32, width=32, clips_per_video=1), workers=2, progress="none",
+               glob="0/*")
+    r = cli("assign", str(run), "--cache", str(other), "--out", str(tmp_path / "x.parquet"))
+    assert r.returncode == 2 and "different config" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(VideolabelError, match="random-init"):
+        AssignOptions(random_init=True).validate()

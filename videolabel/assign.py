@@ -1,0 +1,361 @@
+"""Assignments: every video of a cache labelled by a trained run (or by k-means baselines), as Parquet.
+
+One row per video (``layout="wide"``) or per video and head (``"long"``). The clips of a video are
+treated as augmentations: their log-probabilities are averaged, and the two modalities are combined as
+in the paper's eq. 6 (mean of log P; a video without audio is labelled by its frames alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+import videolabel
+from videolabel.data.augment import AudioAugment, VideoAugment
+from videolabel.data.dataset import ShardDataset
+from videolabel.errors import VideolabelError
+from videolabel.models import build_model
+from videolabel.train import dist as D
+from videolabel.train.checkpoint import file_sha1, find_checkpoint, load_checkpoint
+from videolabel.train.config import TrainConfig
+from videolabel.train.loop import ListBatches, make_loader
+
+METHODS = ("selavi", "kmeans")
+MODALITIES = ("both", "audio", "visual")
+LAYOUTS = ("wide", "long")
+
+
+@dataclass
+class AssignOptions:
+    method: str = "selavi"  # "selavi" (the heads) or "kmeans" (k-means on pooled encoder features)
+    modality: str = "both"  # "both", "audio" or "visual"
+    head: int = 0  # head whose cluster fills the top-level `cluster` column
+    clips: int | None = None  # clips per video to average (None: all cached clips)
+    degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
+    layout: str = "wide"
+    random_init: bool = False  # k-means on a randomly initialised encoder (paper Table 5 baseline)
+    k: int | None = None  # k-means k (default: the run's K)
+    batch_size: int = 64
+    workers: int = 4
+    seed: int = 0
+    features: str | None = None  # also write pooled 512-d features to this Parquet file
+    name: str | None = None  # short name for comparison tables
+
+    def validate(self) -> "AssignOptions":
+        if self.method not in METHODS:
+            raise VideolabelError(f"--method must be one of {', '.join(METHODS)}")
+        if self.modality not in MODALITIES:
+            raise VideolabelError(f"--modality must be one of {', '.join(MODALITIES)}")
+        if self.layout not in LAYOUTS:
+            raise VideolabelError(f"--layout must be one of {', '.join(LAYOUTS)}")
+        if self.degrade < 1:
+            raise VideolabelError("--degrade must be >= 1")
+        if self.clips is not None and self.clips < 1:
+            raise VideolabelError("--clips must be >= 1")
+        if self.random_init and self.method != "kmeans":
+            raise VideolabelError("--random-init only makes sense with --method kmeans")
+        if self.batch_size < 1:
+            raise VideolabelError("--batch-size must be >= 1")
+        return self
+
+
+@dataclass
+class AssignSummary:
+    out: str
+    videos: int
+    clips: int
+    seconds: float
+    clips_per_s: float
+    method: str
+    num_clusters: int
+    num_heads: int
+    clusters_used: int
+    features: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunModel:
+    """A trained (or freshly initialised) model with the settings it was trained under."""
+
+    model: torch.nn.Module
+    train_config: TrainConfig
+    ingest_config: dict[str, Any]
+    ingest_hash: str
+    checkpoint: Path
+    checkpoint_sha1: str
+    run_id: str
+    cache: str | None
+
+
+def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = False) -> RunModel:
+    """Load a run's final (else last) checkpoint safely (``weights_only``) and rebuild its model."""
+    run_dir = Path(run_dir)
+    ckpt = find_checkpoint(run_dir)
+    state = load_checkpoint(ckpt)
+    cfg = TrainConfig(**state["train_config"])
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads)
+    if not random_init:
+        model.load_state_dict(state["model"])
+    model.to(device).eval()
+    cache = None
+    info = run_dir / "run.json"
+    if info.is_file():
+        cache = json.loads(info.read_text()).get("cache")
+    return RunModel(model=model, train_config=cfg, ingest_config=state["ingest_config"],
+                    ingest_hash=state["ingest_hash"], checkpoint=ckpt, checkpoint_sha1=file_sha1(ckpt),
+                    run_id=run_dir.resolve().name, cache=cache)
+
+
+def _pick_clips(first: np.ndarray, count: np.ndarray, clips: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Clip indices to use and, for each, the position of its video; ``clips`` spread evenly."""
+    idx, owner = [], []
+    for v, (f, c) in enumerate(zip(first.tolist(), count.tolist())):
+        use = c if clips is None or clips >= c else clips
+        offs = np.round(np.linspace(0, c - 1, use)).astype(np.int64) if use > 1 else np.array([c // 2])
+        idx.append(f + offs)
+        owner.append(np.full(len(offs), v, dtype=np.int64))
+    return np.concatenate(idx), np.concatenate(owner)
+
+
+@torch.no_grad()
+def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptions, device: torch.device
+          ) -> dict[str, torch.Tensor]:
+    """Clip-averaged per-head log-probabilities [H, n, K] per modality and pooled features [n, D]."""
+    model = run.model
+    preset = model.preset
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    tc = run.train_config
+    vaug = VideoAugment(preset, train=False, degrade=opts.degrade, channels_last=cuda, norm=tc.video_norm)
+    aaug = AudioAugment(preset, train=False, log_floor=tc.log_floor, specaugment=False, norm=tc.audio_norm)
+    vids = ds.videos.iloc[videos]
+    clip_idx, owner = _pick_clips(vids["first_clip"].to_numpy(np.int64), vids["n_clips"].to_numpy(np.int64),
+                                  opts.clips)
+    n, H, K = len(videos), model.num_heads, model.num_clusters
+    sums = {k: None for k in ("lv", "la", "fv", "fa")}
+    counts = torch.zeros(n, device=device)
+    loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
+    pos = 0
+    for batch in loader:
+        video = batch["video"].to(device, non_blocking=cuda)
+        audio = batch["audio"].to(device, non_blocking=cuda)
+        m = video.shape[0]
+        who = torch.as_tensor(owner[pos : pos + m], device=device)
+        pos += m
+        with autocast:
+            fv = model.encode_video(vaug(video))
+            fa = model.encode_audio(aaug(audio))
+            lv = F.log_softmax(model.heads_forward(fv, "video").float(), dim=-1)
+            la = F.log_softmax(model.heads_forward(fa, "audio").float(), dim=-1)
+        for key, val, dim in (("lv", lv, 1), ("la", la, 1), ("fv", fv.float(), 0), ("fa", fa.float(), 0)):
+            if sums[key] is None:
+                shape = list(val.shape)
+                shape[dim] = n
+                sums[key] = torch.zeros(shape, device=device)
+            sums[key].index_add_(dim, who, val)
+        counts.index_add_(0, who, torch.ones(m, device=device))
+    c = counts.clamp_min(1.0)
+    return {"lv": sums["lv"] / c[None, :, None], "la": sums["la"] / c[None, :, None],
+            "fv": sums["fv"] / c[:, None], "fa": sums["fa"] / c[:, None], "clips": torch.tensor(len(clip_idx))}
+
+
+def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str) -> torch.Tensor:
+    """log P per eq. 6: mean of the modalities' log-probabilities, frames alone where there is no audio."""
+    if modality == "visual":
+        return lv
+    if modality == "audio":
+        return la
+    w = has_audio.to(lv.dtype)[None, :, None]
+    return (lv + w * la) / (1.0 + w)
+
+
+def assign(run_dir: str | Path, out: str | Path, *, cache: str | Path | None = None,
+           options: AssignOptions | None = None, device: str | None = None) -> AssignSummary:
+    """Label every video of ``cache`` (default: the run's training cache) and write Parquet to ``out``.
+
+    Under torchrun each process labels a contiguous share of the videos and writes a part file; rank 0
+    joins the parts in order, so no video is dropped or duplicated whatever the number of processes."""
+    opts = (options or AssignOptions()).validate()
+    info = D.setup(device)
+    t0 = time.perf_counter()
+    try:
+        run = load_run(run_dir, info.device, random_init=opts.random_init)
+        cache_dir = Path(cache) if cache else (Path(run.cache) if run.cache else None)
+        if cache_dir is None:
+            raise VideolabelError("the run does not record its cache: pass --cache")
+        ds = ShardDataset(cache_dir)
+        if ds.config.hash() != run.ingest_hash:
+            raise VideolabelError(f"cache {cache_dir} was ingested with a different config than the run's "
+                                  f"training cache ({ds.config.hash()} vs {run.ingest_hash}): re-ingest it with "
+                                  "the run's settings (see the run's checkpoint ingest_config)")
+        if not 0 <= opts.head < run.train_config.num_heads:
+            raise VideolabelError(f"--head must be in 0..{run.train_config.num_heads - 1}")
+        out = Path(out)
+        if info.is_main:
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VideolabelError(f"cannot write {out}: {exc.strerror}") from None
+        n = len(ds.videos)
+        start, stop = D.split_range(n, info.world_size, info.rank)
+        res = infer(run, ds, np.arange(start, stop), opts, info.device)
+        part = out.with_name(f".{out.name}.part-{info.rank}-of-{info.world_size}.pt")
+        local = {k: v.cpu() for k, v in res.items()}
+        if info.distributed:
+            torch.save(local, part)
+            D.barrier()
+        if not info.is_main:
+            D.barrier()
+            return AssignSummary(out=str(out), videos=n, clips=0, seconds=0.0, clips_per_s=0.0,
+                                 method=opts.method, num_clusters=0, num_heads=0, clusters_used=0)
+        if info.distributed:
+            parts = [torch.load(out.with_name(f".{out.name}.part-{r}-of-{info.world_size}.pt"), weights_only=True)
+                     for r in range(info.world_size)]
+            full = {k: torch.cat([p[k] for p in parts], dim=1 if k in ("lv", "la") else 0) for k in ("lv", "la", "fv", "fa")}
+            full["clips"] = torch.tensor(sum(int(p["clips"]) for p in parts))
+        else:
+            full = local
+        table, meta = _build_table(run, ds, full, opts)
+        _write_parquet(table, out, meta)
+        feat_path = _write_features(ds, full, opts) if opts.features else None
+        if info.distributed:
+            for r in range(info.world_size):
+                out.with_name(f".{out.name}.part-{r}-of-{info.world_size}.pt").unlink(missing_ok=True)
+            D.barrier()
+        secs = time.perf_counter() - t0
+        clips = int(full["clips"])
+        used = int(table["cluster"].nunique())
+        return AssignSummary(out=str(out), videos=n, clips=clips, seconds=round(secs, 2),
+                             clips_per_s=round(clips / max(secs, 1e-9), 2), method=meta["method"],
+                             num_clusters=meta["num_clusters"], num_heads=meta["num_heads"], clusters_used=used,
+                             features=feat_path, meta=meta)
+    finally:
+        D.teardown()
+
+
+def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions
+                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    vids = ds.videos
+    has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
+    base = pd.DataFrame({"video_id": vids["video_id"].to_numpy(), "path": vids["path"].to_numpy()})
+    meta: dict[str, Any] = {
+        "videolabel": videolabel.__version__, "run_id": run.run_id, "checkpoint": str(run.checkpoint),
+        "checkpoint_sha1": run.checkpoint_sha1, "modality": opts.modality, "degrade": opts.degrade,
+        "clips": opts.clips, "layout": opts.layout, "ingest_hash": run.ingest_hash,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if opts.method == "kmeans":
+        from videolabel.kmeans import assign_confidence, kmeans
+
+        feats = _pooled_features(full, has_audio, opts.modality)
+        k = opts.k or run.train_config.num_clusters
+        km = kmeans(feats, k, seed=opts.seed)
+        prob, margin = assign_confidence(feats, km.centroids)
+        clusters = np.asarray(km.labels)[None, :]
+        probs = np.asarray(prob, dtype=np.float32)[None, :]
+        margins = np.asarray(margin, dtype=np.float32)
+        agree = None
+        head = 0
+        meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
+                    num_heads=1, head=0)
+    else:
+        logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality)  # [H, n, K]
+        p = torch.softmax(logp, dim=-1)  # renormalised combined distribution
+        top2 = p.topk(min(2, p.shape[-1]), dim=-1)
+        clusters = top2.indices[..., 0].numpy()
+        probs = top2.values[..., 0].numpy().astype(np.float32)
+        head = opts.head
+        second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
+        margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
+        av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
+        agree = np.where(has_audio.numpy(), av.numpy(), None)
+        meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
+                    num_heads=run.train_config.num_heads, head=head)
+    meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
+    if opts.degrade > 1 and not opts.name:
+        meta["name"] += f"-degrade{opts.degrade}"
+    H = clusters.shape[0]
+    if opts.layout == "long":
+        rows = []
+        for h in range(H):
+            part = base.copy()
+            part["head"] = h
+            part["cluster"] = clusters[h].astype(np.int64)
+            part["prob"] = probs[h]
+            rows.append(part)
+        return pd.concat(rows, ignore_index=True), meta
+    table = base.copy()
+    table["cluster"] = clusters[head].astype(np.int64)
+    table["confidence"] = probs[head]
+    table["margin"] = margins
+    for h in range(H):
+        table[f"cluster_h{h}"] = clusters[h].astype(np.int64)
+        table[f"prob_h{h}"] = probs[h]
+    table["has_audio"] = has_audio.numpy()
+    table["av_agree"] = pd.array(agree, dtype="boolean") if agree is not None else pd.array([pd.NA] * len(table),
+                                                                                            dtype="boolean")
+    return table, meta
+
+
+def _pooled_features(full: dict[str, torch.Tensor], has_audio: torch.Tensor, modality: str) -> np.ndarray:
+    """Global-average-pooled encoder features, L2-normalised per modality and concatenated (both)."""
+    fv = F.normalize(full["fv"], dim=1)
+    fa = F.normalize(full["fa"], dim=1) * has_audio[:, None].to(full["fa"].dtype)
+    if modality == "visual":
+        f = fv
+    elif modality == "audio":
+        f = fa
+    else:
+        f = torch.cat([fv, fa], dim=1)
+    return np.ascontiguousarray(f.numpy().astype(np.float32))
+
+
+def _write_parquet(df: pd.DataFrame, out: Path, meta: dict[str, Any]) -> None:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    md = dict(table.schema.metadata or {})
+    md[b"videolabel"] = json.dumps(meta).encode()
+    table = table.replace_schema_metadata(md)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def _write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:
+    path = Path(opts.features)  # type: ignore[arg-type]
+    vids = ds.videos
+    table = pa.table({
+        "video_id": pa.array(vids["video_id"].to_numpy()),
+        "path": pa.array(vids["path"].to_numpy()),
+        "has_audio": pa.array(vids["has_audio"].to_numpy(bool)),
+        "video_features": pa.FixedSizeListArray.from_arrays(pa.array(full["fv"].numpy().reshape(-1)),
+                                                            full["fv"].shape[1]),
+        "audio_features": pa.FixedSizeListArray.from_arrays(pa.array(full["fa"].numpy().reshape(-1)),
+                                                            full["fa"].shape[1]),
+    })
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {path}: {exc.strerror}") from None
+    return str(path)
