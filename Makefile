@@ -12,7 +12,6 @@ EPOCHS    ?= 30
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt -e '.[test,cpu]'
 	touch $@
 
@@ -22,12 +21,14 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/avdigits/build.py --out $(DEMO)/avdigits --per-class $(PER_CLASS) --size 64x64 --seconds 2 --seed 0
 	$(VENV)/bin/videolabel ingest $(DEMO)/avdigits/videos --out $(DEMO)/cache --size 64x64 --frames 8 --fps 8 \
-		--clips-per-video 2
+		--clips-per-video 2 --progress log
 	rm -rf $(DEMO)/run
-	$(VENV)/bin/videolabel train $(DEMO)/cache --out $(DEMO)/run --preset tiny --clusters 10 --heads 3 \
+	$(VENV)/bin/videolabel train $(DEMO)/cache --out $(DEMO)/run --config examples/avdigits/tiny.yaml \
 		--epochs $(EPOCHS) --batch-size 32 --workers 0 --gt $(DEMO)/avdigits/labels.csv --progress log
-	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/assignments.parquet
-	$(VENV)/bin/videolabel evaluate $(DEMO)/assignments.parquet --gt $(DEMO)/avdigits/labels.csv
+	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/selavi.parquet --workers 0
+	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/kmeans.parquet --method kmeans --workers 0
+	$(VENV)/bin/videolabel evaluate $(DEMO)/selavi.parquet --gt $(DEMO)/avdigits/labels.csv
+	$(VENV)/bin/videolabel evaluate $(DEMO)/selavi.parquet $(DEMO)/kmeans.parquet --gt $(DEMO)/avdigits/labels.csv
 
 test: install
 	$(PY) -m pytest -q
