@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from videolabel.fsutil import fsync_dir  # noqa: F401 - also used by ingest.manifest
+
 SHARDS = "shards"
 FAILURES = "failures"
 LOCKS = "locks"
@@ -82,19 +84,6 @@ def parse_name(filename: str) -> tuple[str, tuple[int, int]] | None:
 
 
 # --- atomic writes --------------------------------------------------------------------------------
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def tmp_path(final: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from videolabel.errors import VideolabelError
+from videolabel.fsutil import fsync_dir
 
 LAST = "checkpoint-last.pt"
 FINAL = "model-final.pt"
@@ -30,7 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -62,14 +63,3 @@ def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
