@@ -234,3 +234,39 @@ def test_cuda_matches_cpu():
         gv, ga = va(v.cuda(), _gen(0)), aa(a.cuda(), _gen(0))
         torch.testing.assert_close(gv.cpu(), cv, rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(ga.cpu(), ca, rtol=1e-4, atol=1e-3)
+
+
+def test_audio_time_shift_rolls_each_clip():
+    from videolabel.data.augment import AudioAugment
+
+    x = torch.full((3, 257, 199), -13.8)
+    x[:, :, 10] = 5.0  # one loud frame per clip
+    aug = AudioAugment("paper", train=True, log_floor=0.0, volume=None, specaugment=False, norm="none",
+                       time_shift=0.5)
+    out = aug(x, torch.Generator().manual_seed(3))[:, 0]
+    loud = out.mean(dim=1).argmax(dim=1)
+    assert out.shape == (3, 257, 199)
+    assert torch.allclose(out.sort(dim=2).values, x.sort(dim=2).values)  # a permutation of the frames
+    assert len(set(loud.tolist())) > 1  # clips shifted by different amounts
+    again = aug(x, torch.Generator().manual_seed(3))[:, 0]
+    assert torch.equal(out, again)
+    assert torch.equal(AudioAugment("paper", train=False, log_floor=0.0, norm="none", time_shift=0.5)(x)[:, 0], x)
+
+
+def test_video_color_jitter_and_clip_norm():
+    from videolabel.data.augment import VideoAugment
+
+    g = torch.Generator().manual_seed(0)
+    video = torch.randint(0, 256, (4, 30, 128, 171, 3), dtype=torch.uint8, generator=g)
+    dark = (video.float() * 0.3).to(torch.uint8)
+    clip = VideoAugment("paper", train=False, norm="clip")
+    a, b = clip(video), clip(dark)
+    assert torch.allclose(a.mean(dim=(1, 2, 3, 4)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(a.std(dim=(1, 2, 3, 4)), torch.ones(4), atol=1e-2)
+    assert (a - b).abs().mean() < 0.05  # brightness and contrast no longer tell the clips apart
+    jit = VideoAugment("paper", train=True, color_jitter=0.4)
+    plain = VideoAugment("paper", train=True)
+    j, p = jit(video, torch.Generator().manual_seed(1)), plain(video, torch.Generator().manual_seed(1))
+    assert j.shape == p.shape and not torch.allclose(j, p)
+    with pytest.raises(ValueError):
+        VideoAugment("paper", train=True, color_jitter=1.5)

@@ -119,7 +119,8 @@ def kmeans(
     use_gpu = bool(n_gpus > 0)
     if init == "random":
         km = faiss.Kmeans(d, k, niter=int(niter), nredo=int(nredo), seed=int(seed),
-                          spherical=bool(spherical), gpu=use_gpu, verbose=False)
+                          spherical=bool(spherical), gpu=use_gpu, verbose=False,
+                          min_points_per_centroid=1)
         km.train(x)
         return _finish(faiss, x, km.centroids)
     best: KMeansResult | None = None
@@ -129,7 +130,8 @@ def kmeans(
         if spherical:
             start = _l2_normalise(start)
         km = faiss.Kmeans(d, k, niter=int(niter), nredo=1, seed=int(seed) + r,
-                          spherical=bool(spherical), gpu=use_gpu, verbose=False)
+                          spherical=bool(spherical), gpu=use_gpu, verbose=False,
+                          min_points_per_centroid=1)
         km.train(x, init_centroids=start)
         result = _finish(faiss, x, km.centroids)
         if best is None or result.inertia < best.inertia:

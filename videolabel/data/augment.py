@@ -237,6 +237,7 @@ class AudioAugment:
         mask_value: float = 0.0,
         norm: str = "fixed",
         norm_scale: float = 4.0,
+        time_shift: float = 0.0,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.preset = get_preset(preset)
@@ -253,6 +254,11 @@ class AudioAugment:
             raise ValueError(f"norm must be 'fixed', 'sample' or 'none', got {norm!r}")
         self.norm = norm
         self.norm_scale = float(norm_scale)
+        # training only: circular shift along time by up to this fraction of the frames, per clip, so
+        # that when something is said in the window cannot identify a video (its content still can)
+        self.time_shift = float(time_shift)
+        if not 0.0 <= self.time_shift <= 1.0:
+            raise ValueError(f"time_shift must be in [0, 1], got {time_shift}")
         self.dtype = dtype
 
     @property
@@ -283,6 +289,14 @@ class AudioAugment:
             lo, hi = self.volume
             g = lo + (hi - lo) * _rand(B, generator, dev)
             x = x + (2.0 * torch.log(g)).float().reshape(B, 1, 1)
+
+        # 1b. time shift (train): roll each spectrogram by its own offset; drawn after the volume
+        if self.train and self.time_shift > 0:
+            T = x.shape[-1]
+            span = int(round(self.time_shift * T))
+            off = torch.floor(_rand(B, generator, dev) * (2 * span + 1)).long() - span  # U{-span..span}
+            idx = (torch.arange(T, device=dev).reshape(1, T) - off.reshape(B, 1)) % T
+            x = torch.gather(x, 2, idx.reshape(B, 1, T).expand(B, x.shape[1], T))
 
         # 2. floor: log(mel + eps) -> log(mel + eps + floor)
         if self.floor_enabled:

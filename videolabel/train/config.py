@@ -47,6 +47,7 @@ class TrainConfig:
     label_bn: str = "eval"  # label passes use BatchNorm "eval" (running) or "batch" statistics
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio"
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
+    audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
     color_jitter: float = 0.4  # brightness/contrast jitter of training clips (0 = paper: crop and flip only)
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
@@ -89,6 +90,7 @@ class TrainConfig:
         need(self.modalities in ("both", "video", "audio"), "modalities must be both, video or audio")
         need(self.log_floor >= 0, "log_floor must be >= 0")
         need(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
+        need(0 <= self.audio_shift <= 1, "audio_shift must be in [0, 1]")
         need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
         need(self.audio_norm in ("fixed", "sample"), "audio_norm must be fixed or sample")
         need(self.workers >= 0, "workers must be >= 0")

@@ -221,7 +221,8 @@ class Trainer:
         self.vaug_train = VideoAugment(self.preset, train=True, channels_last=self.cuda and cfg.channels_last,
                                        color_jitter=cfg.color_jitter, norm=cfg.video_norm)
         self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
-                                       specaugment=cfg.specaugment, norm=cfg.audio_norm)
+                                       specaugment=cfg.specaugment, norm=cfg.audio_norm,
+                                       time_shift=cfg.audio_shift)
         if cfg.optimizer == "adamw":
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
                 self.model.parameters(), lr=self.base_lr, weight_decay=cfg.weight_decay)
