@@ -48,6 +48,7 @@ class TrainConfig:
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio"
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
+    flip: bool = True  # random horizontal flip of training clips (paper); off for content with a handedness
     color_jitter: float = 0.4  # brightness/contrast jitter of training clips (0 = paper: crop and flip only)
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)

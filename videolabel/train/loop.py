@@ -219,7 +219,8 @@ class Trainer:
         if self.cuda and cfg.channels_last:
             self.model.to_channels_last()
         self.vaug_train = VideoAugment(self.preset, train=True, channels_last=self.cuda and cfg.channels_last,
-                                       color_jitter=cfg.color_jitter, norm=cfg.video_norm)
+                                       color_jitter=cfg.color_jitter, norm=cfg.video_norm,
+                                       flip_p=0.5 if cfg.flip else 0.0)
         self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
                                        specaugment=cfg.specaugment, norm=cfg.audio_norm,
                                        time_shift=cfg.audio_shift)
