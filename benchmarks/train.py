@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
 from _synthetic import make_synthetic_cache  # noqa: E402
 
 from videolabel.config import IngestConfig  # noqa: E402
@@ -35,14 +36,7 @@ from videolabel.train.loop import StepBatches, Trainer, make_loader  # noqa: E40
 
 
 def machine() -> str:
-    cpu = "cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{gpu}; {cpu} x{os.cpu_count()}; torch {torch.__version__}; python {platform.python_version()}"
 
