@@ -398,18 +398,22 @@ class Trainer:
         return torch.autocast("cpu", enabled=False)
 
     @torch.no_grad()
-    def head_log_probs(self, clip_indices: np.ndarray, aug_seed: int, *, softmax: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-head log-probabilities [H, n, K] of video and audio for the given clips (in order), under
-        train-time augmentations drawn per clip from (``aug_seed``, clip index), model in eval mode
-        (running BN statistics): each row depends only on its clip, never on batching or processes."""
+    def head_log_probs(self, clip_indices: np.ndarray, aug_seed: int, *, softmax: bool = False,
+                       heads: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head log-probabilities [len(heads), n, K] (all heads by default) of video and audio for
+        the given clips (in order), under train-time augmentations drawn per clip from (``aug_seed``,
+        clip index), model in label mode (:meth:`_set_label_mode`). With ``label_bn="eval"`` each row
+        depends only on its clip, never on batching or processes."""
         bns = self._set_label_mode()
-        H, K = self.cfg.num_heads, self.cfg.num_clusters
+        K = self.cfg.num_clusters
+        keep = list(range(self.cfg.num_heads)) if heads is None else list(heads)
+        sel = torch.as_tensor(keep, dtype=torch.int64, device=self.dev)
         n = len(clip_indices)
-        out_v = torch.empty(H, n, K, dtype=torch.float32, device=self.dev)
-        out_a = torch.empty(H, n, K, dtype=torch.float32, device=self.dev)
+        out_v = torch.empty(len(keep), n, K, dtype=torch.float32, device=self.dev)
+        out_a = torch.empty(len(keep), n, K, dtype=torch.float32, device=self.dev)
         loader = make_loader(self.ds, ListBatches(clip_indices, self.cfg.eval_batch_size),
                              self.cfg.workers, self.cuda, self.cfg.prefetch)
+        fn = F.softmax if softmax else F.log_softmax
         pos = 0
         for batch in loader:
             video, audio, _ = self._to_device(batch)
@@ -418,9 +422,8 @@ class Trainer:
             with self._autocast():
                 res = self.model(video=self.vaug_train(video, g), audio=self.aaug_train(audio, g))
             m = video.shape[0]
-            fn = F.softmax if softmax else F.log_softmax
-            out_v[:, pos : pos + m] = fn(res["video_logits"].float(), dim=-1)
-            out_a[:, pos : pos + m] = fn(res["audio_logits"].float(), dim=-1)
+            out_v[:, pos : pos + m] = fn(res["video_logits"].index_select(0, sel).float(), dim=-1)
+            out_a[:, pos : pos + m] = fn(res["audio_logits"].index_select(0, sel).float(), dim=-1)
             pos += m
         self.model.train()
         for bn, momentum in bns:
@@ -481,22 +484,32 @@ class Trainer:
             half = torch.randperm(H, generator=_gen(seed_for(cfg.seed, _SPLIT, i)))[: H // 2]
             which[half] = 1
         t0 = time.perf_counter()
-        passes = [self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
-                                      seed_for(cfg.seed, _LABEL, i, a, 7)) for a in range(n_aug)]
-        t_pass = time.perf_counter() - t0
         present_a = self.has_audio[start:stop].to(self.dev)
         present_v = torch.ones_like(present_a)
+        # each augmentation pass keeps only its own heads' outputs and folds them into log P at once
+        # (eq. 6), so memory holds H x n x K log-probabilities plus one pass's half
+        log_ps: list[torch.Tensor | None] = [None] * H
+        for a in range(n_aug):
+            mine = [h for h in range(H) if int(which[h]) == a]
+            if not mine:
+                continue
+            lv, la = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
+                                         seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
+            for j, h in enumerate(mine):
+                if cfg.modalities == "video":
+                    log_ps[h] = lv[j]
+                elif cfg.modalities == "audio":
+                    log_ps[h] = la[j]
+                else:
+                    log_ps[h] = combine_log_probs([lv[j], la[j]], [present_v, present_a])
+            del lv, la
+        t_pass = time.perf_counter() - t0
         old = self.labels.clone()
         new_local = []
         sk_err, sk_iters = 0.0, 0
         for h in range(H):
-            lv, la = passes[int(which[h])][0][h], passes[int(which[h])][1][h]
-            if cfg.modalities == "video":
-                log_p = lv
-            elif cfg.modalities == "audio":
-                log_p = la
-            else:
-                log_p = combine_log_probs([lv, la], [present_v, present_a])
+            log_p = log_ps[h]
+            log_ps[h] = None
             sizes = torch.bincount(old[h], minlength=K).double()
             r = match_prior(self.prior_masses[h], sizes) if cfg.prior != "uniform" else self.prior_masses[h]
             with warnings.catch_warnings():  # not reaching tol is recorded below, not printed
