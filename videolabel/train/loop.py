@@ -176,7 +176,7 @@ class Trainer:
     """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
 
     def __init__(self, cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
-                 gt: str | Path | None = None, device: str | None = None, console: Any = None) -> None:
+                 gt: str | Path | None = None, device: str | None = None) -> None:
         self.cfg = cfg.validate()
         if cfg.preset not in PRESETS:
             raise VideolabelError(f"unknown preset {cfg.preset!r} (choose from {', '.join(PRESETS)})")
@@ -184,7 +184,6 @@ class Trainer:
         self.info = D.setup(device)
         self.dev = self.info.device
         self.cuda = self.dev.type == "cuda"
-        self.console = console
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -240,7 +239,6 @@ class Trainer:
 
         self._prepare_run_dir(resume)
         self.ddp_model = self._wrap()
-        self.metrics_fh = None
 
     # ------------------------------------------------------------------ set-up
     def _draw_prior(self) -> torch.Tensor:
@@ -620,11 +618,15 @@ class Trainer:
             it = iter(loader)
             while self.step < self.total_steps:
                 if self.solve_index < len(self.schedule) and self.schedule[self.solve_index] <= self.step:
+                    if window["steps"]:  # close the throughput window: the solve is not training time
+                        m = self._window_metrics(window)
+                        self.log(m)
+                        last.update(m)
                     m = self.solve_labels()
                     labels_dev = self.labels.to(self.dev)
                     self.log(m)
                     last.update(m)
-                    window["t"] = time.perf_counter()  # do not count the solve as data wait or step time
+                    window.update(t=time.perf_counter(), wait=0.0, steps=0, loss=[])
                     continue
                 t0 = time.perf_counter()
                 batch = next(it)
@@ -701,8 +703,8 @@ def _hash_ids(ids: list[str]) -> str:
 def train(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
           gt: str | Path | None = None, device: str | None = None, progress: Any = None) -> TrainSummary:
     """Train SeLaVi on a cache; the library entry point behind ``videolabel train``."""
-    trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device)
     try:
+        trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device)
         return trainer.run(progress=progress if trainer.info.is_main else None)
     finally:
         D.teardown()
