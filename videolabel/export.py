@@ -1,0 +1,149 @@
+"""Export assignments for browsing: a folder per cluster of symlinks (or copies), a features CSV, FiftyOne.
+
+    from videolabel.export import export_tree, write_features_csv
+
+    summary = export_tree(a.df, "videos/", "by_cluster/", copy=False, head=None)
+    write_features_csv(a.df, load_features("f.parquet"), "features.csv")
+
+``OUT/cluster_007/<file name>`` links to ``SOURCE_ROOT/<path>`` (absolute symlink target). Two
+videos of one cluster with the same file name: the later ones (in row order) are named
+``<video_id>_<file name>``. Missing source files are counted, listed (a few) and skipped.
+Re-exporting into the same folder replaces the entries it writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from videolabel.errors import VideolabelError
+
+__all__ = ["ExportSummary", "export_tree", "write_features_csv", "export_fiftyone", "cluster_column"]
+
+
+@dataclass
+class ExportSummary:
+    out: str
+    written: int = 0
+    clusters: int = 0
+    missing: int = 0
+    missing_examples: list[str] = field(default_factory=list)
+    renamed: int = 0
+    copied: bool = False
+
+    def lines(self) -> list[str]:
+        how = "copied" if self.copied else "linked"
+        lines = [f"{how} {self.written} videos into {self.clusters} cluster folders under {self.out}"]
+        if self.renamed:
+            lines.append(f"  {self.renamed} file name clash(es): prefixed with the video_id")
+        if self.missing:
+            lines.append(f"  {self.missing} source file(s) missing, skipped, e.g. {', '.join(self.missing_examples)}")
+        return lines
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cluster_column(df: pd.DataFrame, head: int | None) -> str:
+    col = "cluster" if head is None else f"cluster_h{head}"
+    if col not in df.columns:
+        heads = sorted(c for c in df.columns if str(c).startswith("cluster_h"))
+        raise VideolabelError(f"assignments have no {col} column (have: {', '.join(heads) or 'cluster'})")
+    return col
+
+
+def export_tree(df: pd.DataFrame, source_root: str | Path, out: str | Path, *, copy: bool = False,
+                head: int | None = None, max_examples: int = 5) -> ExportSummary:
+    """Write ``out/cluster_XXX/`` folders with a symlink (or copy) of every video."""
+    root = Path(source_root)
+    if not root.is_dir():
+        raise VideolabelError(f"source root is not a folder: {root}")
+    if "path" not in df.columns:
+        raise VideolabelError("assignments lack a path column (needed to find the source files)")
+    col = cluster_column(df, head)
+    dest_root = Path(out)
+    summary = ExportSummary(out=str(dest_root), copied=copy)
+    used: dict[str, set[str]] = {}
+    ids = df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else None
+    try:
+        dest_root.mkdir(parents=True, exist_ok=True)
+        for i, (rel, c) in enumerate(zip(df["path"].astype(str).to_numpy(), df[col].to_numpy())):
+            rel = rel.replace("\\", "/").removeprefix("./")
+            src = root / rel
+            if not src.is_file():
+                summary.missing += 1
+                if len(summary.missing_examples) < max_examples:
+                    summary.missing_examples.append(rel)
+                continue
+            folder = f"cluster_{int(c):03d}"
+            names = used.setdefault(folder, set())
+            name = Path(rel).name
+            if name in names:
+                name = f"{ids[i] if ids is not None else i}_{name}"
+                summary.renamed += 1
+            names.add(name)
+            d = dest_root / folder
+            d.mkdir(exist_ok=True)
+            dest = d / name
+            if dest.is_symlink() or dest.exists():
+                dest.unlink()
+            if copy:
+                shutil.copy2(src, dest)
+            else:
+                os.symlink(src.resolve(), dest)
+            summary.written += 1
+    except OSError as exc:
+        raise VideolabelError(f"cannot export into {dest_root}: {exc.strerror or exc}") from None
+    summary.clusters = len(used)
+    return summary
+
+
+def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int | None = None) -> Path:
+    """CSV of video_id, path, cluster, f0..fD: the raw concatenated video+audio features per video."""
+    from videolabel.propagate import align_features
+
+    col = cluster_column(df, head)
+    x = align_features(df, features, normalise=False)
+    frame = pd.DataFrame({
+        "video_id": df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else "",
+        "path": df["path"].astype(str).to_numpy() if "path" in df.columns else "",
+        "cluster": df[col].to_numpy(),
+    })
+    feats = pd.DataFrame(np.asarray(x, dtype=np.float32), columns=[f"f{j}" for j in range(x.shape[1])])
+    frame = pd.concat([frame, feats], axis=1)
+    p = Path(out)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(p, index=False)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
+    return p
+
+
+def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, head: int | None = None) -> int:
+    """A persistent FiftyOne dataset ``name`` with a ``cluster`` classification per video (optional dependency)."""
+    try:
+        import fiftyone as fo  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - missing or broken install
+        raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed (pip install fiftyone)") from None
+    col = cluster_column(df, head)
+    root = Path(source_root).resolve()
+    samples = []
+    conf = df["confidence"].to_numpy() if "confidence" in df.columns else None
+    for i, (rel, c) in enumerate(zip(df["path"].astype(str), df[col].to_numpy())):
+        src = root / rel
+        if not src.is_file():
+            continue
+        s = fo.Sample(filepath=str(src))
+        s["cluster"] = fo.Classification(label=f"cluster_{int(c):03d}",
+                                         confidence=float(conf[i]) if conf is not None else None)
+        samples.append(s)
+    dataset = fo.Dataset(name)
+    dataset.persistent = True
+    dataset.add_samples(samples)
+    return len(samples)

@@ -1,0 +1,450 @@
+"""From a few human labels to a label for every video: pick what to label, propagate, simulate budgets.
+
+The library API (``videolabel select``, ``propagate`` and ``evaluate --simulate-budget`` are thin shells)::
+
+    from videolabel.propagate import select_for_labelling, propagate_labels, simulate_budget
+
+    sel = select_for_labelling(a.df, per_cluster=2, uncertain=10)   # videos a human should label
+    out = propagate_labels(a.df, seeds, features=load_features("f.parquet"), min_confidence=0.3)
+    rows = simulate_budget(a.df, gt_labels, [1, 2, 5])               # accuracy per seeds-per-cluster
+
+Selection (deterministic): per cluster the ``per_cluster`` videos with the highest ``confidence``
+(ties: higher ``margin``, then smaller ``video_id``/``path``), reason ``representative``; then the
+``uncertain`` not yet selected videos with the lowest ``margin`` overall (ties: lower confidence,
+then smaller id), reason ``uncertain``.
+
+Propagation, per video (``source`` column):
+
+- ``seed``: a labelled video keeps its own label, confidence 1.
+- ``cluster``: the video's cluster has seeds and one label holds a *strict* majority of them
+  (more than half). Label = that label; confidence = (fraction of the cluster's seeds with that
+  label) x the video's assignment ``confidence`` (1 when the file has none). Seeds that disagree
+  with the majority keep their own label.
+- ``neighbour``: the cluster has no seeds, or no strict majority (e.g. a 1-1 tie): with features,
+  each such video takes the majority label of its k = min(5, #seeds) nearest seed videos by cosine
+  similarity of the L2-normalised concatenated video+audio features (vote ties: higher summed
+  similarity, then the smaller label). Confidence = (votes for the winner / k) x the mean of
+  (1 + cos) / 2 over the neighbours that voted for the winner.
+- ``abstain``: label null, with a ``reason``: no features for the fallback, or a confidence below
+  ``min_confidence`` (the computed confidence is kept in the ``confidence`` column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from videolabel.errors import VideolabelError
+
+__all__ = [
+    "select_for_labelling",
+    "write_selection",
+    "read_seeds",
+    "FeatureTable",
+    "load_features",
+    "features_from_frame",
+    "align_features",
+    "propagate_labels",
+    "write_labels",
+    "simulate_budget",
+    "parse_budgets",
+    "budget_table",
+    "simulate_budget_paths",
+]
+
+SELECT_COLUMNS = ["path", "video_id", "cluster", "confidence", "reason", "label"]
+SOURCES = ("seed", "cluster", "neighbour", "abstain")
+
+
+def _norm_path(p: Any) -> str:
+    return str(p).replace("\\", "/").removeprefix("./")
+
+
+def _id_column(df: pd.DataFrame) -> str:
+    if "video_id" in df.columns:
+        return "video_id"
+    if "path" in df.columns:
+        return "path"
+    raise VideolabelError(f"assignments lack an id column: need video_id or path (has: {', '.join(map(str, df.columns))})")
+
+
+# --- select --------------------------------------------------------------------------------------
+
+
+def select_for_labelling(df: pd.DataFrame, per_cluster: int, uncertain: int = 0) -> pd.DataFrame:
+    """The videos a human should label (columns path, video_id, cluster, confidence, reason, label)."""
+    if per_cluster < 0 or uncertain < 0:
+        raise VideolabelError("--per-cluster and --uncertain must be >= 0")
+    if "cluster" not in df.columns:
+        raise VideolabelError("assignments lack a cluster column")
+    idc = _id_column(df)
+    work = pd.DataFrame({
+        "path": df["path"].astype(str).to_numpy() if "path" in df.columns else "",
+        "video_id": df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else "",
+        "cluster": df["cluster"].to_numpy(),
+        "confidence": df["confidence"].astype(np.float64).to_numpy() if "confidence" in df.columns else 1.0,
+        "margin": df["margin"].astype(np.float64).to_numpy() if "margin" in df.columns else np.nan,
+    })
+    if "margin" not in df.columns:
+        work["margin"] = work["confidence"]
+    work["_id"] = work[idc]
+    ranked = work.sort_values(["cluster", "confidence", "margin", "_id"], ascending=[True, False, False, True],
+                              kind="mergesort", na_position="last")
+    rep = ranked.groupby("cluster", sort=True).head(per_cluster).copy()
+    rep["reason"] = "representative"
+    parts = [rep]
+    if uncertain:
+        rest = work.drop(index=rep.index)
+        unc = rest.sort_values(["margin", "confidence", "_id"], ascending=[True, True, True],
+                               kind="mergesort", na_position="first").head(uncertain).copy()
+        unc["reason"] = "uncertain"
+        parts.append(unc)
+    out = pd.concat(parts, ignore_index=True)
+    out["label"] = ""
+    return out[SELECT_COLUMNS].reset_index(drop=True)
+
+
+def write_selection(sel: pd.DataFrame, out: str | Path) -> Path:
+    """Write a selection as CSV (the ``label`` column is left empty for the annotator)."""
+    p = Path(out)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sel.to_csv(p, index=False)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
+    return p
+
+
+# --- seeds and features --------------------------------------------------------------------------
+
+
+def read_seeds(path: str | Path) -> pd.DataFrame:
+    """Read a seeds CSV (``path,label`` or ``video_id,label``; a filled-in ``select`` CSV works too).
+
+    Rows with an empty label are dropped. Returns the id column(s) and ``label`` (strings).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise VideolabelError(f"seeds file not found: {p}")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
+        raise VideolabelError(f"cannot read seeds {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if "label" not in df.columns or not ({"path", "video_id"} & set(df.columns)):
+        raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label (has: {', '.join(df.columns)})")
+    df = df[df["label"].str.strip() != ""].copy()
+    df["label"] = df["label"].str.strip()
+    if df.empty:
+        raise VideolabelError(f"seeds file {p} has no labelled rows")
+    return df.reset_index(drop=True)
+
+
+@dataclass
+class FeatureTable:
+    """Pooled features of a ``--features`` Parquet: ids (video_id/path), video [n, Dv], audio [n, Da] or None."""
+
+    ids: pd.DataFrame
+    video: np.ndarray
+    audio: np.ndarray | None
+
+    def matrix(self, normalise: bool = True) -> np.ndarray:
+        """Concatenated video+audio features; with ``normalise``, each part and the whole L2-normalised."""
+        parts = [self.video] + ([self.audio] if self.audio is not None else [])
+        if normalise:
+            parts = [_l2(x) for x in parts]
+        m = np.concatenate(parts, axis=1).astype(np.float32)
+        return _l2(m) if normalise else m
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def _list_column(table, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    col = table.column(name).combine_chunks()
+    n = len(col)
+    if pa.types.is_fixed_size_list(col.type) and col.null_count == 0:
+        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, col.type.list_size)
+    rows = col.to_pylist()
+    d = max((len(r) for r in rows if r is not None), default=0)
+    out = np.zeros((n, d), dtype=np.float32)
+    for i, r in enumerate(rows):
+        if r is not None:
+            if len(r) != d:
+                raise VideolabelError(f"features column {name} has rows of different lengths")
+            out[i] = r
+    return out
+
+
+def load_features(path: str | Path) -> FeatureTable:
+    """Read a features Parquet written by ``videolabel assign --features``."""
+    p = Path(path)
+    if not p.is_file():
+        raise VideolabelError(f"features file not found: {p}")
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p)
+    except Exception as exc:  # noqa: BLE001
+        raise VideolabelError(f"cannot read features {p} as Parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if "video_features" not in table.column_names:
+        raise VideolabelError(f"features file {p} lacks a video_features column (has: {', '.join(table.column_names)})")
+    ids = pd.DataFrame({c: table.column(c).to_pandas().astype(str).to_numpy()
+                        for c in ("video_id", "path") if c in table.column_names})
+    if ids.empty and len(ids.columns) == 0:
+        raise VideolabelError(f"features file {p} lacks an id column (video_id or path)")
+    video = _list_column(table, "video_features")
+    audio = _list_column(table, "audio_features") if "audio_features" in table.column_names else None
+    if audio is not None and "has_audio" in table.column_names:
+        audio[~table.column("has_audio").to_numpy(zero_copy_only=False).astype(bool)] = 0.0
+    return FeatureTable(ids=ids, video=video, audio=audio)
+
+
+def features_from_frame(df: pd.DataFrame) -> FeatureTable:
+    """A :class:`FeatureTable` from a frame with id column(s) and list columns video_features[, audio_features]."""
+    ids = df[[c for c in ("video_id", "path") if c in df.columns]].astype(str).reset_index(drop=True)
+    video = np.stack([np.asarray(v, dtype=np.float32) for v in df["video_features"]])
+    audio = (np.stack([np.asarray(v, dtype=np.float32) for v in df["audio_features"]])
+             if "audio_features" in df.columns else None)
+    return FeatureTable(ids=ids, video=video, audio=audio)
+
+
+def align_features(df: pd.DataFrame, feats: FeatureTable | np.ndarray | pd.DataFrame,
+                   normalise: bool = True) -> np.ndarray:
+    """Feature rows aligned to the rows of ``df`` (matched on video_id, else path)."""
+    if isinstance(feats, pd.DataFrame):
+        feats = features_from_frame(feats)
+    if isinstance(feats, np.ndarray):
+        if feats.ndim != 2 or len(feats) != len(df):
+            raise VideolabelError(f"features array must be [n_videos={len(df)}, D], got shape {feats.shape}")
+        return _l2(feats) if normalise else feats.astype(np.float32)
+    key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
+    if key is None:
+        raise VideolabelError("features and assignments share no id column (video_id or path)")
+    norm = _norm_path if key == "path" else str
+    index = pd.Index(feats.ids[key].map(norm))
+    if index.duplicated().any():
+        raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
+    pos = index.get_indexer(df[key].map(norm))
+    missing = pos < 0
+    if missing.any():
+        ex = ", ".join(map(str, df[key][missing].iloc[:3]))
+        raise VideolabelError(f"{int(missing.sum())} video(s) of the assignments have no features, e.g. {ex}")
+    return feats.matrix(normalise)[pos]
+
+
+# --- propagate -----------------------------------------------------------------------------------
+
+
+def _match_seeds(df: pd.DataFrame, seeds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions in ``df`` of the seeds and their labels (errors for unknown or contradicting seeds)."""
+    if "label" not in seeds.columns:
+        raise VideolabelError("seeds need a label column")
+    seeds = seeds[seeds["label"].notna() & (seeds["label"].astype(str).str.strip() != "")]
+    if seeds.empty:
+        raise VideolabelError("no labelled seeds")
+    key = next((c for c in ("video_id", "path") if c in seeds.columns and c in df.columns), None)
+    if key is None:
+        raise VideolabelError(f"seeds need a path or video_id column matching the assignments "
+                              f"(seeds have: {', '.join(map(str, seeds.columns))})")
+    norm = _norm_path if key == "path" else str
+    index = pd.Index(df[key].map(norm))
+    skeys = seeds[key].map(norm)
+    pos = index.get_indexer(skeys)
+    bad = pos < 0
+    if bad.any():
+        ex = ", ".join(skeys[bad].iloc[:5])
+        raise VideolabelError(f"{int(bad.sum())} of {len(seeds)} seed(s) match no video of the assignments "
+                              f"by {key}, e.g. {ex}")
+    labels = seeds["label"].astype(str).str.strip().to_numpy()
+    first: dict[int, str] = {}
+    for p, lab in zip(pos.tolist(), labels.tolist()):
+        if first.setdefault(p, lab) != lab:
+            raise VideolabelError(f"seed {df[key].iloc[p]} has two different labels: {first[p]!r} and {lab!r}")
+    return np.array(list(first.keys()), dtype=np.int64), np.array(list(first.values()), dtype=object)
+
+
+def propagate_labels(
+    assignments_df: pd.DataFrame,
+    seeds_df: pd.DataFrame,
+    features: FeatureTable | np.ndarray | pd.DataFrame | None = None,
+    min_confidence: float = 0.0,
+) -> pd.DataFrame:
+    """A label for every video from a few seeds (see the module docstring for the exact rules).
+
+    Returns one row per assignment row, in order: video_id, path, cluster, label, source,
+    confidence, reason (null unless abstain).
+    """
+    df = assignments_df.reset_index(drop=True)
+    if "cluster" not in df.columns:
+        raise VideolabelError("assignments lack a cluster column")
+    n = len(df)
+    seed_pos, seed_lab = _match_seeds(df, seeds_df)
+    clusters = df["cluster"].to_numpy()
+    conf_in = df["confidence"].astype(np.float64).to_numpy() if "confidence" in df.columns else np.ones(n)
+    label = np.full(n, None, dtype=object)
+    source = np.full(n, "abstain", dtype=object)
+    conf = np.zeros(n, dtype=np.float64)
+    reason = np.full(n, None, dtype=object)
+
+    # cluster majorities
+    seed_frame = pd.DataFrame({"cluster": clusters[seed_pos], "label": seed_lab})
+    majority: dict[Any, tuple[str, float]] = {}
+    conflicted: set = set()
+    for c, g in seed_frame.groupby("cluster", sort=False):
+        counts = g["label"].value_counts()
+        top = counts.max()
+        winners = sorted(counts.index[counts == top].tolist())
+        if top * 2 > len(g):
+            majority[c] = (winners[0], top / len(g))
+        else:
+            conflicted.add(c)
+    for i in range(n):
+        m = majority.get(clusters[i])
+        if m is not None:
+            label[i], source[i], conf[i] = m[0], "cluster", m[1] * conf_in[i]
+    label[seed_pos], source[seed_pos], conf[seed_pos] = seed_lab, "seed", 1.0
+
+    need = np.flatnonzero(source == "abstain")
+    if need.size:
+        if features is None:
+            for i in need:
+                why = "conflicting seeds in cluster (no strict majority)" if clusters[i] in conflicted \
+                    else "cluster has no seeds"
+                reason[i] = f"{why}; no features for the neighbour fallback"
+        else:
+            x = align_features(df, features, normalise=True)
+            k = min(5, len(seed_pos))
+            sims = x[need] @ x[seed_pos].T  # [m, S] cosine similarities
+            nn = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            for row, i in enumerate(need):
+                votes: dict[str, list[float]] = {}
+                for j in nn[row]:
+                    votes.setdefault(seed_lab[j], []).append(float(sims[row, j]))
+                best = min(votes, key=lambda lab: (-len(votes[lab]), -sum(votes[lab]), lab))
+                mapped = np.clip((1.0 + np.asarray(votes[best])) / 2.0, 0.0, 1.0)
+                label[i], source[i] = best, "neighbour"
+                conf[i] = len(votes[best]) / k * float(mapped.mean())
+    low = (source != "abstain") & (source != "seed") & (conf < min_confidence)
+    for i in np.flatnonzero(low):
+        reason[i] = f"confidence {conf[i]:.3f} < min-confidence {min_confidence:g} ({source[i]})"
+        label[i], source[i] = None, "abstain"
+    out = pd.DataFrame({
+        "video_id": df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else None,
+        "path": df["path"].astype(str).to_numpy() if "path" in df.columns else None,
+        "cluster": clusters,
+        "label": pd.array(label, dtype="string"),
+        "source": source.astype(str),
+        "confidence": conf,
+        "reason": pd.array(reason, dtype="string"),
+    })
+    return out
+
+
+def write_labels(labels: pd.DataFrame, out: str | Path) -> Path:
+    """Write propagated labels as Parquet (atomic replace)."""
+    import os
+
+    p = Path(out)
+    tmp = p.with_name(f".{p.name}.tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        labels.to_parquet(tmp, index=False)
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
+    return p
+
+
+# --- budget simulation ---------------------------------------------------------------------------
+
+
+def parse_budgets(text: str) -> list[int]:
+    """``"1,2,5"`` -> ``[1, 2, 5]`` (positive integers)."""
+    try:
+        vals = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise VideolabelError(f"--simulate-budget must be comma-separated integers like 1,2,5, not {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise VideolabelError(f"--simulate-budget needs positive integers like 1,2,5, not {text!r}")
+    return vals
+
+
+def simulate_budget(
+    assignments_df: pd.DataFrame,
+    gt_labels: pd.Series,
+    budgets: Sequence[int],
+    features: FeatureTable | np.ndarray | pd.DataFrame | None = None,
+) -> list[dict]:
+    """Accuracy of propagated labels when a human labels ``b`` videos per cluster, for each budget b.
+
+    Seeds are chosen by the ``select`` rule among videos with a ground-truth label and labelled
+    from ``gt_labels`` (aligned to the rows; NaN = no ground truth). Accuracy is over all videos
+    with ground truth, abstains counting as wrong; coverage is the fraction not abstained.
+    """
+    df = assignments_df.reset_index(drop=True)
+    gt = pd.Series(np.asarray(gt_labels, dtype=object))
+    if len(gt) != len(df):
+        raise VideolabelError(f"ground-truth labels ({len(gt)}) are not aligned to the assignments ({len(df)})")
+    has = gt.notna().to_numpy()
+    if not has.any():
+        raise VideolabelError("no video has a ground-truth label")
+    gt_str = gt.map(lambda v: None if pd.isna(v) else str(v)).to_numpy()
+    idc = _id_column(df)
+    ids = df[idc].astype(str).to_numpy()
+    x = align_features(df, features) if features is not None else None
+    rows = []
+    for b in budgets:
+        sel = select_for_labelling(df[has], int(b))
+        pos = pd.Index(ids).get_indexer(sel[idc].astype(str))
+        seeds = pd.DataFrame({idc: ids[pos], "label": gt_str[pos]})
+        out = propagate_labels(df, seeds, features=x)
+        pred = out["label"].to_numpy(dtype=object)
+        correct = np.array([p is not None and not pd.isna(p) and p == t for p, t in zip(pred, gt_str)])
+        rows.append({
+            "budget": int(b),
+            "seeds": int(len(seeds)),
+            "accuracy": float(correct[has].mean()),
+            "coverage": float((out["source"] != "abstain").to_numpy().mean()),
+            "n": int(has.sum()),
+        })
+    return rows
+
+
+def budget_table(rows: Sequence[dict], title: str | None = None):
+    """A :class:`rich.table.Table`: budget -> seeds used, accuracy, coverage (percent)."""
+    from rich.table import Table
+
+    t = Table(title=title or "label budget simulation (seeds per cluster from the ground truth)",
+              caption="accuracy over all videos with ground truth, abstains count as wrong")
+    for h in ("budget", "seeds", "accuracy", "coverage"):
+        t.add_column(h, justify="right")
+    for r in rows:
+        t.add_row(str(r["budget"]), str(r["seeds"]), f"{100 * r['accuracy']:.1f}", f"{100 * r['coverage']:.1f}")
+    return t
+
+
+def simulate_budget_paths(paths: Sequence[str | Path], gt_path: str | Path, budgets: str | Sequence[int], *,
+                          key: str = "path", gt_key: str | None = None, gt_label: str = "label") -> list[list[dict]]:
+    """:func:`simulate_budget` for assignment files against a ground-truth file (no features)."""
+    from videolabel.evaluate import load_assignments
+    from videolabel.groundtruth import join_ground_truth, read_ground_truth
+
+    bs = parse_budgets(budgets) if isinstance(budgets, str) else [int(b) for b in budgets]
+    gt = read_ground_truth(gt_path, key=gt_key or key, label=gt_label)
+    out = []
+    for p in paths:
+        a = load_assignments(p)
+        if key not in a.df.columns:
+            raise VideolabelError(f"assignments {a.name} have no {key} column")
+        aligned, _ = join_ground_truth(a.df[key], gt, key=key, label=gt_label, gt_key=gt_key or key)
+        out.append(simulate_budget(a.df, aligned.reset_index(drop=True), bs))
+    return out
