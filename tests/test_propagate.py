@@ -129,12 +129,18 @@ def test_conflicting_seeds_fall_back_to_neighbours(tmp_path):
     assert (lab[10], src[10]) == ("A", "neighbour")  # cluster 3 has no seeds
 
 
-def test_without_features_unseeded_and_conflicting_clusters_abstain():
+def test_without_features_unseeded_abstain_and_conflicts_take_the_plurality():
     df, _, seeds = conflict_setup()
     out = propagate_labels(df, seeds)
-    for i in (2, 3, 10):
-        assert out["source"][i] == "abstain" and pd.isna(out["label"][i])
-    assert "conflicting seeds" in out["reason"][2] and "no seeds" in out["reason"][10]
+    assert out["source"][10] == "abstain" and pd.isna(out["label"][10]) and "no seeds" in out["reason"][10]
+    # cluster 0: a 1-1 tie between seeds of equal confidence -> the smaller label, half the confidence
+    for i in (2, 3):
+        assert (out["label"][i], out["source"][i]) == ("A", "cluster")
+        assert out["confidence"][i] == pytest.approx(0.5 * df["confidence"][i])
+    seeds2 = seeds.copy()
+    df2 = df.copy()
+    df2.loc[1, "confidence"] = 0.99  # the B seed is now the more confident one: B wins the tie
+    assert propagate_labels(df2, seeds2)["label"][2] == "B"
     assert out["source"][7] == "cluster" and pd.isna(out["reason"][7])
 
 
@@ -257,3 +263,25 @@ def test_cli_error_paths(tmp_path):
     gt_csv = tmp_path / "gt.csv"
     pd.DataFrame({"path": df["path"], "label": "x"}).to_csv(gt_csv, index=False)
     assert_one_line_error(cli("evaluate", a, "--gt", gt_csv, "--simulate-budget", "1,x"), "--simulate-budget")
+
+
+def test_budget_simulation_is_monotone_on_avdigits(avdigits_cache, tmp_path):
+    """A real (tiny) run on real AV-Digits: more seeds per cluster never buy lower accuracy."""
+    from videolabel.assign import AssignOptions, assign
+    from videolabel.evaluate import load_assignments
+    from videolabel.groundtruth import join_ground_truth, read_ground_truth
+    from videolabel.train.config import make_config
+    from videolabel.train.loop import train
+
+    cache, labels = avdigits_cache
+    cfg = make_config(None, dict(preset="tiny", num_clusters=10, num_heads=1, epochs=3, batch_size=16, workers=0,
+                                 n_solves=3, align_proposals=200, progress="none"))
+    train(cache, tmp_path / "run", cfg, device="cpu")
+    assign(tmp_path / "run", tmp_path / "a.parquet", options=AssignOptions(workers=0), device="cpu")
+    a = load_assignments(tmp_path / "a.parquet")
+    gt, _ = join_ground_truth(a.df["path"], read_ground_truth(labels))
+    rows = simulate_budget(a.df, gt, [1, 2, 3, 5, 8])
+    acc = [r["accuracy"] for r in rows]
+    assert all(later >= earlier - 1e-12 for earlier, later in zip(acc, acc[1:])), acc
+    assert all(r["coverage"] == 1.0 for r in rows)  # every cluster has seeds: nothing abstains
+    assert acc[-1] > acc[0]

@@ -25,8 +25,13 @@ Propagation, per video (``source`` column):
   similarity of the L2-normalised concatenated video+audio features (vote ties: higher summed
   similarity, then the smaller label). Confidence = (votes for the winner / k) x the mean of
   (1 + cos) / 2 over the neighbours that voted for the winner.
-- ``abstain``: label null, with a ``reason``: no features for the fallback, or a confidence below
-  ``min_confidence`` (the computed confidence is kept in the ``confidence`` column).
+- without features, a cluster with seeds but no strict majority takes its *plurality* label (ties:
+  the label whose seeds have the higher summed assignment confidence, then the smaller label),
+  source ``cluster``, confidence = plurality share x the video's confidence; so one more seed per
+  cluster never leaves a cluster unlabelled that had a label before.
+- ``abstain``: label null, with a ``reason``: a cluster without seeds and no features for the
+  fallback, or a confidence below ``min_confidence`` (the computed confidence is kept in the
+  ``confidence`` column).
 """
 
 from __future__ import annotations
@@ -296,7 +301,7 @@ def propagate_labels(
     reason = np.full(n, None, dtype=object)
 
     # cluster majorities
-    seed_frame = pd.DataFrame({"cluster": clusters[seed_pos], "label": seed_lab})
+    seed_frame = pd.DataFrame({"cluster": clusters[seed_pos], "label": seed_lab, "conf": conf_in[seed_pos]})
     majority: dict[Any, tuple[str, float]] = {}
     conflicted: set = set()
     for c, g in seed_frame.groupby("cluster", sort=False):
@@ -305,6 +310,10 @@ def propagate_labels(
         winners = sorted(counts.index[counts == top].tolist())
         if top * 2 > len(g):
             majority[c] = (winners[0], top / len(g))
+        elif features is None:  # plurality; ties to the more confident seeds, then the smaller label
+            weight = g.groupby("label")["conf"].sum()
+            best = min(winners, key=lambda lab: (-float(weight[lab]), lab))
+            majority[c] = (best, top / len(g))
         else:
             conflicted.add(c)
     for i in range(n):
@@ -317,9 +326,7 @@ def propagate_labels(
     if need.size:
         if features is None:
             for i in need:
-                why = "conflicting seeds in cluster (no strict majority)" if clusters[i] in conflicted \
-                    else "cluster has no seeds"
-                reason[i] = f"{why}; no features for the neighbour fallback"
+                reason[i] = "cluster has no seeds; no features for the neighbour fallback"
         else:
             x = align_features(df, features, normalise=True)
             k = min(5, len(seed_pos))
