@@ -348,6 +348,26 @@ def export(
         typer.echo(f"wrote {features_csv}")
 
 
+@app.command()
+def report(
+    assignments: Path = typer.Argument(..., help="Assignment Parquet file written by `videolabel assign`."),
+    cache: Path = typer.Option(..., "--cache", help="Cache the assignments label (frames and spectrograms come from it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the static site (index.html) into."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="labels.csv (path,label): majority label, purity, entropy."),
+    per_cluster: int = typer.Option(12, "--per-cluster", help="Videos shown per cluster (2/3 exemplars, 1/3 outliers)."),
+    head: Optional[int] = typer.Option(None, "--head", help="Use head N's clusters (default: the cluster column)."),
+    source_root: Optional[Path] = typer.Option(None, "--source-root",
+                                               help="Folder of the source videos: adds playable audio of each clip."),
+    ffmpeg: Optional[str] = typer.Option(None, "--ffmpeg", help="ffmpeg executable (for the audio; default: as ingest)."),
+) -> None:
+    """Static HTML report of the clusters (thumbnails, spectrograms, audio); opens from file://."""
+    from videolabel.report import build_report
+
+    index = build_report(assignments, cache, out, gt=gt, per_cluster=per_cluster, head=head,
+                         source_root=source_root, ffmpeg=ffmpeg)
+    typer.echo(f"wrote {index}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
