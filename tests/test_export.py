@@ -117,3 +117,40 @@ def test_fiftyone_missing_is_a_clear_error(tmp_path):
     proc = cli("export", tmp_path / "a.parquet", "--source-root", src, "--fiftyone", "clusters")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "pip install fiftyone" in proc.stderr
+
+
+def test_fiftyone_dataset_has_a_field_per_head(tmp_path, monkeypatch):
+    """The FiftyOne calls, against a stand-in module that records them (fiftyone itself is optional)."""
+    import types
+
+    made: dict[str, object] = {}
+
+    class Classification:
+        def __init__(self, label, confidence=None):
+            self.label, self.confidence = label, confidence
+
+    class Sample(dict):
+        def __init__(self, filepath):
+            super().__init__()
+            self.filepath = filepath
+
+    class Dataset:
+        def __init__(self, name):
+            made["name"], self.persistent, self.samples = name, False, []
+            made["dataset"] = self
+
+        def add_samples(self, samples):
+            self.samples.extend(samples)
+
+    fo = types.SimpleNamespace(Sample=Sample, Classification=Classification, Dataset=Dataset)
+    monkeypatch.setitem(sys.modules, "fiftyone", fo)
+    from videolabel.export import export_fiftyone
+
+    src, df = setup(tmp_path)
+    n = export_fiftyone(df, src, "clusters")
+    ds = made["dataset"]
+    assert n == 4 and made["name"] == "clusters" and ds.persistent  # c/gone.mp4 has no source file
+    first = ds.samples[0]
+    assert first.filepath == str((src / "a/one.mp4").resolve())
+    assert first["cluster"].label == "cluster_000" and first["cluster"].confidence == pytest.approx(0.9)
+    assert first["cluster_h0"].label == "cluster_000" and first["cluster_h1"].label == "cluster_002"

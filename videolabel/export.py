@@ -126,22 +126,30 @@ def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int
 
 
 def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, head: int | None = None) -> int:
-    """A persistent FiftyOne dataset ``name`` with a ``cluster`` classification per video (optional dependency)."""
+    """A persistent FiftyOne dataset ``name``: one sample per video whose source file exists, with a
+    ``cluster`` classification (the chosen head) and a ``cluster_h<h>`` classification per head
+    (optional dependency: ``pip install fiftyone``). Returns the number of samples."""
     try:
         import fiftyone as fo  # type: ignore[import-not-found]
     except Exception:  # noqa: BLE001 - missing or broken install
         raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed (pip install fiftyone)") from None
     col = cluster_column(df, head)
+    heads = sorted(int(c.removeprefix("cluster_h")) for c in df.columns
+                   if c.startswith("cluster_h") and c.removeprefix("cluster_h").isdigit())
     root = Path(source_root).resolve()
     samples = []
     conf = df["confidence"].to_numpy() if "confidence" in df.columns else None
-    for i, (rel, c) in enumerate(zip(df["path"].astype(str), df[col].to_numpy())):
+    for i, rel in enumerate(df["path"].astype(str)):
         src = root / rel
         if not src.is_file():
             continue
         s = fo.Sample(filepath=str(src))
-        s["cluster"] = fo.Classification(label=f"cluster_{int(c):03d}",
+        s["cluster"] = fo.Classification(label=f"cluster_{int(df[col].iloc[i]):03d}",
                                          confidence=float(conf[i]) if conf is not None else None)
+        for h in heads:
+            p = df[f"prob_h{h}"].iloc[i] if f"prob_h{h}" in df.columns else None
+            s[f"cluster_h{h}"] = fo.Classification(label=f"cluster_{int(df[f'cluster_h{h}'].iloc[i]):03d}",
+                                                   confidence=float(p) if p is not None else None)
         samples.append(s)
     dataset = fo.Dataset(name)
     dataset.persistent = True
