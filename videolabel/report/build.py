@@ -232,20 +232,26 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
                 if not spec.exists():
                     M.spectrogram_png(clip["audio"].numpy(), spec)
                 info["strip"], info["spec"] = f"media/{strip.name}", f"media/{spec.name}"
+            src = None if root is None else root / str(r["path"]).replace("\\", "/").removeprefix("./")
             if not has_audio:
                 info["audio_note"] = "no sound: the video has no audio stream"
-            elif root is None:
-                info["audio_note"] = "audio unavailable: no --source-root given (the cache holds spectrograms only)"
             elif not in_cache:
                 info["audio_note"] = "audio unavailable: video not in the cache"
-            else:
-                src = root / str(r["path"]).replace("\\", "/").removeprefix("./")
-                if not src.is_file():
-                    info["audio_note"] = "audio unavailable: source file not found under --source-root"
+            elif src is not None and src.is_file():
+                wav = mdir / f"{stem}.wav"
+                _, astart = clip_times(vi)
+                audio_jobs.append((info, src, wav, astart))
+            else:  # no source at hand: a preview reconstructed from the cached spectrogram
+                wav = mdir / f"{stem}.gl.wav"
+                if wav.exists() or M.synthesize_audio(
+                        clip["audio"].numpy(), wav, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
+                        win_length=round(cfg.win_ms * cfg.sample_rate / 1000),
+                        hop_length=round(cfg.hop_ms * cfg.sample_rate / 1000), log_eps=cfg.log_eps):
+                    info["audio"] = f"media/{wav.name}"
+                    why = "no --source-root given" if src is None else "source file not found under --source-root"
+                    info["audio_note"] = f"sound reconstructed from the cached spectrogram ({why})"
                 else:
-                    wav = mdir / f"{stem}.wav"
-                    _, astart = clip_times(vi)
-                    audio_jobs.append((info, src, wav, astart))
+                    info["audio_note"] = "audio unavailable: the spectrogram could not be turned into sound"
             entries.append((it, info))
         pages[int(c)] = entries
 
@@ -337,6 +343,8 @@ def _cluster_page(title: str, c: int, df: pd.DataFrame, entries, other_cols: lis
             media.append("<p class=\"na\">not in the cache: no frames or spectrogram</p>")
         if info["audio"]:
             media.append(f"<audio controls preload=\"none\" src=\"{escape(info['audio'])}\"></audio>")
+            if info["audio_note"]:
+                media.append(f"<p class=\"na\">{escape(info['audio_note'])}</p>")
         else:
             media.append(f"<p class=\"na\">{escape(info['audio_note'] or 'audio unavailable')}</p>")
         heads = ", ".join(f"{escape(col.removeprefix('cluster_'))}: {int(r[col])}" for col in other_cols)

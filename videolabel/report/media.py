@@ -75,3 +75,40 @@ def extract_audio(ffmpeg: str, source: Path, out: Path, *, start_s: float, durat
     if not ok:
         out.unlink(missing_ok=True)
     return ok
+
+
+def synthesize_audio(logmel: np.ndarray, out: Path, *, sample_rate: int, n_fft: int, win_length: int,
+                     hop_length: int, log_eps: float, n_iter: int = 32) -> bool:
+    """Sound reconstructed from a cached log-mel spectrogram (no source needed); True on success.
+
+    The mel power is spread back over the FFT bins by each filter's normalised weights (the same HTK
+    filterbank as ingest), and the phase is estimated by Griffin-Lim. It is a preview: intelligible
+    for speech and clear for tones, not the original recording.
+    """
+    import wave
+
+    import torch
+    import torchaudio.functional as AF
+    from torchaudio.transforms import GriffinLim
+
+    x = torch.as_tensor(np.asarray(logmel, dtype=np.float32))
+    mel = (torch.exp(x) - log_eps).clamp_min(0.0)  # [n_mels, T]
+    fb = AF.melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, x.shape[0], sample_rate)  # [F, n_mels]
+    weights = fb / fb.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    power = weights @ mel  # [F, T]
+    try:
+        gl = GriffinLim(n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=1.0, n_iter=n_iter,
+                        rand_init=False)
+        wav = gl(power.sqrt()).numpy()
+    except RuntimeError:
+        return False
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    if peak > 0:
+        wav = wav * (0.9 / peak)
+    pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype("<i2")
+    with wave.open(str(out), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(int(sample_rate))
+        fh.writeframes(pcm.tobytes())
+    return True
