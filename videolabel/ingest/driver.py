@@ -26,7 +26,7 @@ from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
 from videolabel.ingest.discover import Source, discover, parse_part, select_part
 from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter
-from videolabel.ingest.worker import Settings, VideoResult, init_worker, noop, process_video
+from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
 from videolabel.media.binary import find_ffmpeg, ffmpeg_version
 
 DEFAULT_TIMEOUT = 600.0
@@ -204,7 +204,8 @@ class _Decoder:
     """Runs :func:`process_video` over sources: in-process for one worker, else in a process pool.
 
     A worker that dies (e.g. killed for memory) loses its in-flight videos: they are retried in a
-    fresh pool, and recorded as failed only after :data:`MAX_ATTEMPTS`; a pool that cannot run
+    fresh pool, one at a time (so that a video is only blamed for deaths it caused alone), and
+    recorded as failed only after :data:`MAX_ATTEMPTS`; a pool that cannot run
     anything at all is a :class:`VideolabelError`, not a cache full of failures.
     """
 
@@ -241,12 +242,18 @@ class _Decoder:
             while queue or running:
                 broken = False
                 while queue and len(running) < 2 * self.workers and not broken:
-                    s, attempt = queue.popleft()
+                    s, attempt = queue[0]
+                    suspect = attempt > 1  # in flight when a pool died: it runs alone, so that only
+                    if suspect and running:  # the video that kills its worker uses up its attempts
+                        break
+                    queue.popleft()
                     try:
                         running[self.pool.submit(process_video, s, self.settings)] = (s, attempt)
                     except cf.process.BrokenProcessPool:
                         queue.appendleft((s, attempt))
                         broken = True
+                    if suspect:
+                        break
                 if running:
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
@@ -257,7 +264,7 @@ class _Decoder:
                             broken = True
                             queue.appendleft((s, attempt + 1))
                         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-                            yield _crashed(s, f"{type(exc).__name__}: {exc}")
+                            yield failed_result(s, f"{type(exc).__name__}: {exc}")
                 if broken:  # everything in flight is lost with the pool: retry it in a new one
                     for fut, (s, attempt) in running.items():
                         queue.appendleft((s, attempt + 1))
@@ -266,7 +273,7 @@ class _Decoder:
                     kept = deque()
                     for s, attempt in queue:
                         if attempt > self.MAX_ATTEMPTS:
-                            yield _crashed(s, f"decode worker died {self.MAX_ATTEMPTS} times on this video (out of memory?)")
+                            yield failed_result(s, f"decode worker died {self.MAX_ATTEMPTS} times on this video (out of memory?)")
                         else:
                             kept.append((s, attempt))
                     queue = kept

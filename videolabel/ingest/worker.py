@@ -62,6 +62,13 @@ def empty_record(source: Source) -> dict[str, Any]:
     return rec
 
 
+def failed_result(source: Source, reason: str) -> VideoResult:
+    """The result of a video whose decoding could not even report back (its worker died)."""
+    rec = empty_record(source)
+    rec.update(status="failed", error=_one_line(reason), n_clips=0)
+    return VideoResult(source, rec)
+
+
 def plan_clips(n_frames: int, cfg: IngestConfig) -> list[int]:
     """Start frames of the clips in a video of ``n_frames`` frames at ``cfg.fps``. Pure.
 
