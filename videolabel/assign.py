@@ -8,7 +8,6 @@ in the paper's eq. 6 (mean of log P; a video without audio is labelled by its fr
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +23,7 @@ import videolabel
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
+from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.models import build_model
 from videolabel.train import dist as D
 from videolabel.train.checkpoint import file_sha1, find_checkpoint, load_checkpoint
@@ -123,14 +122,18 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
 
 
 def _pick_clips(first: np.ndarray, count: np.ndarray, clips: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Clip indices to use and, for each, the position of its video; ``clips`` spread evenly."""
-    idx, owner = [], []
-    for v, (f, c) in enumerate(zip(first.tolist(), count.tolist())):
-        use = c if clips is None or clips >= c else clips
-        offs = np.round(np.linspace(0, c - 1, use)).astype(np.int64) if use > 1 else np.array([c // 2])
-        idx.append(f + offs)
-        owner.append(np.full(len(offs), v, dtype=np.int64))
-    return np.concatenate(idx), np.concatenate(owner)
+    """Clip indices to use and, for each, the position of its video; ``clips`` spread evenly
+    (``round(linspace(0, n - 1, use))`` per video; the middle clip when one is used). Vectorised."""
+    count = np.asarray(count, dtype=np.int64)
+    use = count if clips is None else np.minimum(count, clips)
+    owner = np.repeat(np.arange(len(count), dtype=np.int64), use)
+    starts = np.cumsum(use) - use
+    k = np.arange(int(use.sum()), dtype=np.int64) - np.repeat(starts, use)  # rank of the clip in its video
+    c, u = count[owner], use[owner]
+    step = (c - 1) / np.maximum(u - 1, 1)
+    offs = np.where(k == u - 1, c - 1, k * step)  # as np.linspace: the last value is exactly n - 1
+    offs = np.where(u > 1, np.round(offs), c // 2).astype(np.int64)
+    return np.asarray(first, dtype=np.int64)[owner] + offs, owner
 
 
 @torch.no_grad()
@@ -148,7 +151,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     vids = ds.videos.iloc[videos]
     clip_idx, owner = _pick_clips(vids["first_clip"].to_numpy(np.int64), vids["n_clips"].to_numpy(np.int64),
                                   opts.clips)
-    n, H, K = len(videos), model.num_heads, model.num_clusters
+    n = len(videos)
     sums = {k: None for k in ("lv", "la", "fv", "fa")}
     counts = torch.zeros(n, device=device)
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
@@ -332,13 +335,7 @@ def _write_parquet(df: pd.DataFrame, out: Path, meta: dict[str, Any]) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False)
     md = dict(table.schema.metadata or {})
     md[b"videolabel"] = json.dumps(meta).encode()
-    table = table.replace_schema_metadata(md)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise VideolabelError(f"cannot write {out}: {exc.strerror}") from None
+    write_user_file(lambda p: write_parquet_atomic(table.replace_schema_metadata(md), p), out)
 
 
 def _write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:
@@ -353,9 +350,4 @@ def _write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: Assig
         "audio_features": pa.FixedSizeListArray.from_arrays(pa.array(full["fa"].numpy().reshape(-1)),
                                                             full["fa"].shape[1]),
     })
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
-    except OSError as exc:
-        raise VideolabelError(f"cannot write {path}: {exc.strerror}") from None
-    return str(path)
+    return str(write_user_file(lambda p: write_parquet_atomic(table, p), path))
