@@ -319,7 +319,7 @@ def propagate(
 def export(
     assignments: Path = typer.Argument(..., help="Assignment Parquet file written by `videolabel assign`."),
     source_root: Path = typer.Option(..., "--source-root", help="Folder the assignments' paths are relative to."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to fill with cluster_XXX/ folders."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to fill with cluster_NNN/ folders."),
     copy: bool = typer.Option(False, "--copy", help="Copy the videos instead of symlinking them."),
     head: Optional[int] = typer.Option(None, "--head", help="Use head N's clusters (default: the cluster column)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Features Parquet (`assign --features`)."),

@@ -53,6 +53,11 @@ META_KEY = b"videolabel"
 KEYS = ("path", "video_id")
 _HEAD_COL = re.compile(r"^cluster_h(\d+)$")
 
+
+def head_columns(columns) -> dict[int, str]:
+    """``{h: "cluster_h<h>"}`` for every per-head cluster column among ``columns``."""
+    return {int(m.group(1)): str(c) for c in columns if (m := _HEAD_COL.match(str(c)))}
+
 #: The float metrics averaged over heads (``n_clusters`` too: the clusters a head actually uses).
 METRIC_KEYS = ("nmi", "ari", "ami", "acc", "mean_entropy", "mean_max_purity", "weighted_purity", "n_clusters")
 
@@ -137,7 +142,7 @@ def assignments_from_frame(
     ids = [c for c in ("video_id", "path") if c in cols]
     if not ids:
         raise VideolabelError(f"{where} lack an id column: need video_id or path (has: {', '.join(cols)})")
-    head_cols = {int(m.group(1)): c for c in cols if (m := _HEAD_COL.match(c))}
+    head_cols = head_columns(cols)
     long = meta.get("layout") == "long" or ("head" in cols and not head_cols)
     if long:
         missing = [c for c in ("head", "cluster") if c not in cols]
@@ -147,7 +152,7 @@ def assignments_from_frame(
             )
         df = _long_to_wide(df, ids, where)
         cols = list(df.columns)
-        head_cols = {int(m.group(1)): c for c in cols if (m := _HEAD_COL.match(c))}
+        head_cols = head_columns(cols)
     if "cluster" not in cols and not head_cols:
         raise VideolabelError(
             f"{where} lack cluster column(s): need cluster or cluster_h0, cluster_h1, ... (has: {', '.join(cols)})"

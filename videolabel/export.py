@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from videolabel.errors import VideolabelError
+from videolabel.evaluate import head_columns
+from videolabel.fsutil import write_user_file
 
 __all__ = ["ExportSummary", "export_tree", "write_features_csv", "export_fiftyone", "cluster_column"]
 
@@ -52,14 +54,14 @@ class ExportSummary:
 def cluster_column(df: pd.DataFrame, head: int | None) -> str:
     col = "cluster" if head is None else f"cluster_h{head}"
     if col not in df.columns:
-        heads = sorted(c for c in df.columns if str(c).startswith("cluster_h"))
+        heads = [c for _, c in sorted(head_columns(df.columns).items())]
         raise VideolabelError(f"assignments have no {col} column (have: {', '.join(heads) or 'cluster'})")
     return col
 
 
 def export_tree(df: pd.DataFrame, source_root: str | Path, out: str | Path, *, copy: bool = False,
                 head: int | None = None, max_examples: int = 5) -> ExportSummary:
-    """Write ``out/cluster_XXX/`` folders with a symlink (or copy) of every video."""
+    """Write ``out/cluster_NNN/`` folders with a symlink (or copy) of every video."""
     root = Path(source_root)
     if not root.is_dir():
         raise VideolabelError(f"source root is not a folder: {root}")
@@ -116,13 +118,7 @@ def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int
     })
     feats = pd.DataFrame(np.asarray(x, dtype=np.float32), columns=[f"f{j}" for j in range(x.shape[1])])
     frame = pd.concat([frame, feats], axis=1)
-    p = Path(out)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(p, index=False)
-    except OSError as exc:
-        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
-    return p
+    return write_user_file(lambda p: frame.to_csv(p, index=False), out)
 
 
 def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, head: int | None = None) -> int:
@@ -134,8 +130,7 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
     except Exception:  # noqa: BLE001 - missing or broken install
         raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed (pip install fiftyone)") from None
     col = cluster_column(df, head)
-    heads = sorted(int(c.removeprefix("cluster_h")) for c in df.columns
-                   if c.startswith("cluster_h") and c.removeprefix("cluster_h").isdigit())
+    heads = sorted(head_columns(df.columns))
     root = Path(source_root).resolve()
     samples = []
     conf = df["confidence"].to_numpy() if "confidence" in df.columns else None

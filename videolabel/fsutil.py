@@ -18,3 +18,55 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def tmp_path(final: Path) -> Path:
+    """A hidden temporary name beside ``final`` (``.<name>.<hex>.tmp``), unique per call."""
+    import secrets
+
+    return final.with_name(f".{final.name}.{secrets.token_hex(3)}.tmp")
+
+
+def write_bytes_atomic(data: bytes, final: Path) -> None:
+    """Write ``data`` to ``final`` atomically: temporary file, fsync, rename."""
+    tmp = tmp_path(final)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(table, final: Path) -> None:
+    """Write a ``pyarrow.Table`` (or a pandas DataFrame, without its index) to ``final`` atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    tmp = tmp_path(final)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_user_file(write, path: str | os.PathLike[str]) -> Path:
+    """Create ``path``'s folder and call ``write(path)``; an OS error becomes a one-line user error."""
+    from videolabel.errors import VideolabelError
+
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write(p)
+    except OSError as exc:
+        raise VideolabelError(f"cannot write {p}: {exc.strerror or exc}") from None
+    return p

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from videolabel.errors import VideolabelError
+from videolabel.fsutil import write_parquet_atomic, write_user_file
 
 __all__ = [
     "select_for_labelling",
@@ -115,13 +116,7 @@ def select_for_labelling(df: pd.DataFrame, per_cluster: int, uncertain: int = 0)
 
 def write_selection(sel: pd.DataFrame, out: str | Path) -> Path:
     """Write a selection as CSV (the ``label`` column is left empty for the annotator)."""
-    p = Path(out)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        sel.to_csv(p, index=False)
-    except OSError as exc:
-        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
-    return p
+    return write_user_file(lambda p: sel.to_csv(p, index=False), out)
 
 
 # --- seeds and features --------------------------------------------------------------------------
@@ -358,17 +353,7 @@ def propagate_labels(
 
 def write_labels(labels: pd.DataFrame, out: str | Path) -> Path:
     """Write propagated labels as Parquet (atomic replace)."""
-    import os
-
-    p = Path(out)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        labels.to_parquet(tmp, index=False)
-        os.replace(tmp, p)
-    except OSError as exc:
-        raise VideolabelError(f"cannot write {p}: {exc.strerror}") from None
-    return p
+    return write_user_file(lambda p: write_parquet_atomic(labels, p), out)
 
 
 # --- budget simulation ---------------------------------------------------------------------------

@@ -26,9 +26,9 @@ from videolabel import __version__
 from videolabel.config import FORMAT_VERSION, IngestConfig, from_dict
 from videolabel.errors import ConfigMismatchError, VideolabelError
 from videolabel.ingest.discover import part_of
+from videolabel.fsutil import fsync_dir, tmp_path, write_bytes_atomic, write_parquet_atomic
 from videolabel.ingest.shards import (
-    FAILURES, LOCKS, MANIFEST_SCHEMA, SHARDS, VIDEOS_SUFFIX, committed_shards, failure_files, fsync_dir,
-    tmp_path, write_bytes_atomic, write_parquet_atomic,
+    FAILURES, LOCKS, MANIFEST_SCHEMA, SHARDS, VIDEOS_SUFFIX, committed_shards, failure_files,
 )
 
 CONFIG_FILE = "config.json"

@@ -22,9 +22,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from videolabel.fsutil import fsync_dir  # noqa: F401 - also used by ingest.manifest
+from videolabel.fsutil import fsync_dir, tmp_path, write_parquet_atomic
 
 SHARDS = "shards"
 FAILURES = "failures"
@@ -84,35 +83,6 @@ def parse_name(filename: str) -> tuple[str, tuple[int, int]] | None:
 
 
 # --- atomic writes --------------------------------------------------------------------------------
-
-
-def tmp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{secrets.token_hex(3)}.tmp")
-
-
-def write_parquet_atomic(table: pa.Table, final: Path) -> None:
-    tmp = tmp_path(final)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(data: bytes, final: Path) -> None:
-    tmp = tmp_path(final)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def records_table(rows: list[dict[str, Any]], schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:

@@ -1,4 +1,4 @@
-"""Build the static cluster report: ``index.html`` plus one ``cluster_XXX.html`` per cluster.
+"""Build the static cluster report: ``index.html`` plus one ``cluster_NNN.html`` per cluster.
 
 Self-contained: plain HTML, inline CSS and a little inline vanilla JS (column sorting), media files
 under ``media/``; no network, works from ``file://``. Everything shown that comes from file names,
@@ -322,7 +322,7 @@ def _index_page(title: str, a, summary: list[dict], with_gt: bool, shown_head: i
 
 def _cluster_page(title: str, c: int, df: pd.DataFrame, entries, other_cols: list[str], with_gt: bool,
                   s: dict) -> str:
-    parts = [f"<p><a href=\"index.html\">&larr; all clusters</a></p>",
+    parts = ["<p><a href=\"index.html\">&larr; all clusters</a></p>",
              f"<h1>cluster {c:03d}</h1>",
              f"<p>{s['size']} videos; mean confidence {_fmt(s['conf'])}; AV agreement {_fmt(s['av'])}; "
              f"inter-head stability {_fmt(s['stab'])}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import signal
 import sys
@@ -35,6 +34,7 @@ from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
+from videolabel.fsutil import write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.presets import PRESETS
@@ -88,6 +88,11 @@ class TrainSummary:
         return dict(self.__dict__)
 
 
+def pick_clip(first_clip: np.ndarray, n_clips: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One clip index per video from uniforms ``u`` in [0, 1): clip floor(u * n_clips) of each video."""
+    return first_clip + np.minimum((u * n_clips).astype(np.int64), n_clips - 1)
+
+
 class StepBatches(Sampler[list[int]]):
     """Batches of clip indices for global steps ``start .. total - 1`` on one rank.
 
@@ -107,8 +112,8 @@ class StepBatches(Sampler[list[int]]):
     def epoch_order(self, epoch: int) -> np.ndarray:
         g = _gen(seed_for(self.seed, _EPOCH, epoch))
         perm = torch.randperm(self.n, generator=g).numpy()
-        offs = (torch.rand(self.n, generator=g, dtype=torch.float64).numpy() * self.n_clips[perm]).astype(np.int64)
-        clips = self.first_clip[perm] + np.minimum(offs, self.n_clips[perm] - 1)
+        u = torch.rand(self.n, generator=g, dtype=torch.float64).numpy()
+        clips = pick_clip(self.first_clip[perm], self.n_clips[perm], u)
         need = self.steps_per_epoch * self.batch * self.world
         return np.resize(clips, need)  # wraps around: pads with the first videos again
 
@@ -444,8 +449,7 @@ class Trainer:
     def _clips_for(self, videos: np.ndarray, seed: int) -> np.ndarray:
         g = _gen(seed)
         u = torch.rand(self.n, generator=g, dtype=torch.float64).numpy()[videos]
-        return self.first_clip[videos] + np.minimum((u * self.n_clips[videos]).astype(np.int64),
-                                                    self.n_clips[videos] - 1)
+        return pick_clip(self.first_clip[videos], self.n_clips[videos], u)
 
     # ------------------------------------------------------------------ alignment (eq. 7)
     def align(self) -> None:
@@ -688,9 +692,7 @@ class Trainer:
         for h in range(self.cfg.num_heads):
             df[f"label_h{h}"] = self.labels[h].numpy()
         path = self.out / "labels.parquet"
-        tmp = path.with_name(".labels.parquet.tmp")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        write_parquet_atomic(df, path)
         return path
 
 
