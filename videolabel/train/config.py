@@ -44,7 +44,10 @@ class TrainConfig:
     align_proposals: int = 50000
     align_restarts: int = 5
     decorrelate: bool = True  # two label-pass augmentations, half the heads on each
-    label_bn: str = "eval"  # label passes use BatchNorm "eval" (running) or "batch" statistics
+    # BatchNorm statistics in label passes: "precise" (recomputed over precise_bn_clips clips at the
+    # current weights before each pass), "eval" (the running averages) or "batch" (each batch's own)
+    label_bn: str = "precise"
+    precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio"
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
@@ -83,7 +86,9 @@ class TrainConfig:
         need(self.lr_schedule in ("constant", "cosine"), "lr_schedule must be constant or cosine")
         need(self.lam > 0, "lam must be > 0")
         need(self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw")
-        need(self.label_bn in ("eval", "batch"), "label_bn must be eval or batch")
+        need(self.label_bn in ("precise", "eval", "batch"), "label_bn must be precise, eval or batch")
+        need(self.precise_bn_clips >= 0, "precise_bn_clips must be >= 0")
+        need(self.label_bn != "precise" or self.precise_bn_clips >= 2, "label_bn=precise needs precise_bn_clips >= 2")
         need(self.n_solves >= 1, "n_solves must be >= 1")
         need(self.schedule_power > 0, "schedule_power must be > 0")
         need(self.prior in PRIORS or Path(self.prior).is_file(), f"prior {self.prior!r} is neither "

@@ -37,6 +37,7 @@ from videolabel.errors import VideolabelError
 from videolabel.fsutil import write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
+from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
 from videolabel.train import dist as D
 from videolabel.train.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
@@ -58,7 +59,7 @@ def seed_for(seed: int, *parts: int) -> int:
 
 
 # what-tags for seed_for
-_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR = 1, 2, 3, 4, 5, 6
+_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR, _BN = 1, 2, 3, 4, 5, 6, 7
 
 
 def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -228,6 +229,11 @@ class Trainer:
         self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
                                        specaugment=cfg.specaugment, norm=cfg.audio_norm,
                                        time_shift=cfg.audio_shift)
+        # inference-time inputs, exactly as `videolabel assign` builds them (final BatchNorm statistics)
+        self.vaug_eval = VideoAugment(self.preset, train=False, channels_last=self.cuda and cfg.channels_last,
+                                      norm=cfg.video_norm)
+        self.aaug_eval = AudioAugment(self.preset, train=False, log_floor=cfg.log_floor, specaugment=False,
+                                      norm=cfg.audio_norm)
         if cfg.optimizer == "adamw":
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
                 self.model.parameters(), lr=self.base_lr, weight_decay=cfg.weight_decay)
@@ -433,9 +439,42 @@ class Trainer:
             bn.momentum = momentum
         return out_v, out_a
 
+    def recalibrate_bn(self, seed: int, *, train_aug: bool) -> int:
+        """Precise BatchNorm statistics (:func:`recalibrate_batchnorm`) over ``precise_bn_clips`` clips.
+
+        The clips (one per video, videos drawn from ``seed``) are cut into fixed batches of
+        ``eval_batch_size``; batch b runs on process b % world and the sums are all-reduced, so the
+        statistics do not depend on the number of processes. ``train_aug``: the label passes'
+        augmentations (drawn per clip), else the inference inputs of ``videolabel assign``."""
+        cfg = self.cfg
+        m = min(self.n, cfg.precise_bn_clips)
+        if m < 2:
+            return 0
+        videos = np.sort(torch.randperm(self.n, generator=_gen(seed)).numpy()[:m])
+        clips = self._clips_for(videos, seed_for(seed, 1))
+        bs = cfg.eval_batch_size
+        starts = list(range(0, m, bs))[self.info.rank :: self.info.world_size]
+        mine = np.concatenate([clips[s : s + bs] for s in starts]) if starts else np.zeros(0, np.int64)
+        loader = make_loader(self.ds, ListBatches(mine, bs), cfg.workers, self.cuda, cfg.prefetch)
+        aug_seed = seed_for(seed, 2)
+
+        def forward(batch: dict[str, torch.Tensor]) -> None:
+            video, audio, _ = self._to_device(batch)
+            if train_aug:
+                g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+                v, a = self.vaug_train(video, g), self.aaug_train(audio, g)
+            else:
+                v, a = self.vaug_eval(video), self.aaug_eval(audio)
+            with self._autocast():
+                self.model(video=v, audio=a)
+
+        return recalibrate_batchnorm(self.model, loader, forward)
+
     def _set_label_mode(self) -> list[tuple[torch.nn.Module, float | None]]:
         """Eval mode; with ``label_bn="batch"`` BatchNorm layers use the batch's statistics instead of
-        the running ones (which lag behind a fast-changing small model) without updating them."""
+        the running ones (which lag behind a fast-changing small model) without updating them.
+        ``label_bn="precise"`` recalibrates the running statistics before each pass instead
+        (:meth:`recalibrate_bn`, called by :meth:`align` and :meth:`solve_labels`)."""
         self.model.eval()
         saved = []
         if self.cfg.label_bn == "batch":
@@ -457,6 +496,8 @@ class Trainer:
 
         Computed on rank 0 on a random sample of videos; DDP then broadcasts rank 0's weights."""
         cfg = self.cfg
+        if cfg.modalities == "both" and cfg.label_bn == "precise":  # collective: every process
+            self.recalibrate_bn(seed_for(cfg.seed, _BN, 0), train_aug=True)
         if self.info.is_main and cfg.modalities == "both":
             g = _gen(seed_for(cfg.seed, _ALIGN))
             videos = torch.randperm(self.n, generator=g)[:ALIGN_MAX_VIDEOS].sort().values.numpy()
@@ -486,6 +527,8 @@ class Trainer:
             half = torch.randperm(H, generator=_gen(seed_for(cfg.seed, _SPLIT, i)))[: H // 2]
             which[half] = 1
         t0 = time.perf_counter()
+        if cfg.label_bn == "precise":
+            self.recalibrate_bn(seed_for(cfg.seed, _BN, 1, i), train_aug=True)
         present_a = self.has_audio[start:stop].to(self.dev)
         present_v = torch.ones_like(present_a)
         # each augmentation pass keeps only its own heads' outputs and folds them into log P at once
@@ -657,6 +700,8 @@ class Trainer:
             ckpt = self.save(LAST)
             labels_path = None
             if not preempted:
+                if cfg.precise_bn_clips > 0:  # the final model's statistics for inference inputs
+                    self.recalibrate_bn(seed_for(cfg.seed, _BN, 2), train_aug=False)
                 ckpt = self.save(FINAL)
                 labels_path = self.write_labels()
         finally:
