@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("faiss")
 
 from videolabel.errors import VideolabelError  # noqa: E402
-from videolabel.kmeans import KMeansResult, assign_confidence, kmeans, squared_distances  # noqa: E402
+from videolabel.kmeans import KMeansResult, assign_confidence, kmeans, pca_whiten, squared_distances  # noqa: E402
 
 
 def blobs(n_per: int = 40, k: int = 5, d: int = 16, spread: float = 10.0, seed: int = 0):
@@ -129,3 +129,43 @@ def test_assign_confidence():
         assign_confidence(x, r.centroids, temperature=0)
     with pytest.raises(VideolabelError, match="dimensions"):
         assign_confidence(x, r.centroids[:, :3])
+
+
+def test_pca_whiten_matches_scikit_learn_up_to_sign():
+    sk = pytest.importorskip("sklearn.decomposition")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12)) + 5.0  # correlated, off-centre
+    ours = pca_whiten(x, 5)
+    ref = sk.PCA(5, whiten=True, svd_solver="full").fit_transform(x)
+    assert ours.shape == (300, 5) and ours.dtype == np.float32
+    for j in range(5):
+        s = np.sign(ours[:, j] @ ref[:, j])
+        np.testing.assert_allclose(ours[:, j], s * ref[:, j], rtol=1e-3, atol=1e-3)
+    cov = np.cov(ours.astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(cov, np.eye(5), atol=1e-4)
+
+
+def test_pca_whiten_caps_dims_and_rejects_bad_input():
+    x = np.random.default_rng(1).normal(size=(6, 20))
+    assert pca_whiten(x, 32).shape == (6, 5)  # at most N - 1 components
+    with pytest.raises(VideolabelError):
+        pca_whiten(x[:1], 4)
+    with pytest.raises(VideolabelError):
+        pca_whiten(x, 0)
+
+
+def test_whitening_recovers_clusters_hidden_under_a_dominant_direction():
+    """Post-ReLU-like features: a huge shared component with small cluster offsets in other
+    directions. L2 + k-means splits on the shared component's magnitude; whitening finds the clusters."""
+    rng = np.random.default_rng(2)
+    n, k, d = 600, 4, 16
+    y = np.repeat(np.arange(k), n // k)
+    centers = rng.normal(size=(k, d)) * 0.5
+    centers[:, 0] = 0.0
+    scale = rng.uniform(5, 50, size=(n, 1))  # a nuisance magnitude along dimension 0
+    x = centers[y] + 0.1 * rng.normal(size=(n, d))
+    x[:, :1] += scale
+    from videolabel.metrics import nmi
+
+    white = kmeans(pca_whiten(x, 8), k, seed=0).labels
+    assert nmi(y, white) > 0.9

@@ -183,6 +183,7 @@ def assign(
     method: str = typer.Option("selavi", help="selavi (the trained heads) or kmeans (on pooled encoder features)."),
     random_init: bool = typer.Option(False, "--random-init", help="k-means on a randomly initialised encoder."),
     k: Optional[int] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K)."),
+    pca: int = typer.Option(32, "--pca", help="k-means: PCA-whiten each modality's features to N dims first (0: L2 only)."),
     modality: str = typer.Option("both", help="both, audio or visual."),
     head: int = typer.Option(0, help="Head that fills the top-level `cluster` column."),
     clips: Optional[int] = typer.Option(None, help="Clips per video to average (default: all cached clips)."),
@@ -206,7 +207,7 @@ def assign(
     from videolabel.assign import assign as run_assign
 
     opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
-                         random_init=random_init, k=k, batch_size=batch_size, workers=workers, seed=seed,
+                         random_init=random_init, k=k, pca=pca, batch_size=batch_size, workers=workers, seed=seed,
                          features=str(features) if features else None, name=name)
     summary = run_assign(run, out, cache=cache, options=opts, device=device)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -22,7 +22,7 @@ import numpy as np
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus"]
+__all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus", "pca_whiten"]
 
 
 @dataclass(frozen=True)
@@ -234,3 +234,30 @@ def assign_confidence(
         prob = top2[:, 1]
         margin = top2[:, 1] - top2[:, 0]
     return prob.astype(np.float32), margin.astype(np.float32)
+
+
+def pca_whiten(features: np.ndarray, dims: int, eps: float = 1e-6) -> np.ndarray:
+    """Project ``[N, D]`` features on their top ``dims`` principal components and whiten them.
+
+    ``(x - mean) @ V[:, :dims] / sqrt(eigenvalue)``: centred, decorrelated, unit variance per
+    component (the preprocessing of k-means on deep features in DeepCluster, Caron et al. 2018,
+    section 3.2). ``dims`` is capped at ``min(D, N - 1)``. Components are ordered by decreasing
+    variance, each with the sign that makes its largest-magnitude loading positive (deterministic).
+    Returns float32 ``[N, dims]``. Computed in float64 by an eigendecomposition of the D x D covariance.
+    """
+    x = _as_matrix(features).astype(np.float64)
+    n, d = x.shape
+    if dims < 1:
+        raise VideolabelError(f"PCA needs dims >= 1, got {dims}")
+    if n < 2:
+        raise VideolabelError(f"PCA whitening needs at least 2 points, got {n}")
+    dims = int(min(dims, d, n - 1))
+    xc = x - x.mean(axis=0, keepdims=True)
+    cov = xc.T @ xc / (n - 1)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(evals)[::-1][:dims]
+    evals, evecs = evals[order], evecs[:, order]
+    signs = np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(dims)])
+    evecs = evecs * np.where(signs == 0, 1.0, signs)
+    out = (xc @ evecs) / np.sqrt(np.maximum(evals, 0.0) + eps)
+    return np.ascontiguousarray(out, dtype=np.float32)
