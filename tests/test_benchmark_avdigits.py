@@ -1,0 +1,130 @@
+"""benchmarks/avdigits.py end to end at toy size (CPU): build, ingest, train, assign, evaluate, report.
+
+Runs the whole script once (--toy: 2 videos per digit per split, 1 epoch, 2 label solves), checks the
+Markdown, JSON and PNG it writes and that held-out labels cover the held-out set, then runs it again
+and checks that every run and assignment is reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "avdigits.py"
+TABLE_KEYS = ("5", "2", "3", "a2", "f2")
+HEADINGS = ("Table 5 analogue", "Table 2 analogue", "Table 3 analogue", "Table A.2 analogue", "Fig. 2 analogue")
+
+
+def _load():
+    name = "benchmarks_avdigits"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    bench = _load()
+    tmp = tmp_path_factory.mktemp("avdigits-bench")
+    argv = ["--toy", "--out", str(tmp / "w"), "--results", str(tmp / "r.md"), "--seeds", "0"]
+    t0 = time.perf_counter()
+    assert bench.main(argv) == 0
+    return bench, tmp, argv, time.perf_counter() - t0
+
+
+def _md_tables(text: str) -> dict[str, list[list[str]]]:
+    """Heading -> rows of cells of the Markdown table under it."""
+    out: dict[str, list[list[str]]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            out[current] = []
+        elif current and line.startswith("|") and not line.startswith("|---"):
+            out[current].append([c.strip() for c in line.strip().strip("|").split("|")])
+    return out
+
+
+def test_markdown_tables(first_run):
+    _, tmp, _, _ = first_run
+    text = (tmp / "r.md").read_text(encoding="utf-8")
+    assert "Command: `python benchmarks/avdigits.py --toy" in text
+    assert "torch" in text and "CPU cores" in text and "held-out:" in text
+    tables = _md_tables(text)
+    number = re.compile(r"^-?\d+(\.\d+)?( ± \d+(\.\d+)?)?$")
+    for heading in HEADINGS:
+        title = next((t for t in tables if t.startswith(heading)), None)
+        assert title is not None, f"missing {heading}"
+        header, *rows = tables[title]
+        assert len(header) == 3 + 10 and rows
+        for cells in rows:
+            assert all(number.match(c) for c in cells[3:]), cells
+    assert "feature concatenation" in text  # the left-out Table 3 row is said so
+
+
+def test_json_numbers(first_run):
+    _, tmp, _, _ = first_run
+    doc = json.loads((tmp / "r.json").read_text())
+    assert set(doc["tables"]) == set(TABLE_KEYS)
+    expected_rows = {"5": 4, "2": 3, "3": 5, "a2": 4, "f2": 12}
+    for key, res in doc["tables"].items():
+        assert len(res["rows"]) == expected_rows[key]
+        for row in res["rows"]:
+            for split in ("train", "heldout"):
+                nmi = row[split]["nmi"]["mean"]
+                assert nmi is not None and math.isfinite(nmi) and 0.0 <= nmi <= 1.0, (key, row["name"], split)
+                assert row["per_seed"][0][split]["n_videos"] == doc["sizes"][split]["n_videos"]
+    a2 = [r["settings"]["num_clusters"] for r in doc["tables"]["a2"]["rows"]]
+    assert a2 == [10, 8, 20, 40]
+    assert set(doc["sizes"]["train"]["speakers"]).isdisjoint(doc["sizes"]["heldout"]["speakers"])
+    assert len(doc["runs_trained"]) == 8  # full, 4 ablations, 3 other K; the full run is shared
+
+
+def test_figure(first_run):
+    _, tmp, _, _ = first_run
+    png = tmp / "r_fig2.png"
+    with Image.open(png) as im:
+        im.load()
+        assert im.format == "PNG" and im.width > 0 and im.height > 0
+
+
+def test_heldout_coverage(first_run):
+    _, tmp, _, _ = first_run
+    doc = json.loads((tmp / "r.json").read_text())
+    with open(doc["sizes"]["heldout"]["labels"], newline="", encoding="utf-8") as f:
+        labels = [r["path"] for r in csv.DictReader(f)]
+    files = {row["per_seed"][0]["heldout"]["file"] for res in doc["tables"].values() for row in res["rows"]}
+    assert files
+    for path in files:
+        df = pd.read_parquet(path)
+        assert len(df) == len(labels)
+        assert df["path"].is_unique and sorted(df["path"]) == sorted(labels)
+
+
+def test_rerun_reuses_everything(first_run):
+    bench, tmp, argv, first_s = first_run
+    finals = sorted((tmp / "w" / "runs").glob("*/model-final.pt"))
+    assert len(finals) == 8
+    before = {p: p.stat().st_mtime_ns for p in finals}
+    t0 = time.perf_counter()
+    assert bench.main(argv) == 0
+    second_s = time.perf_counter() - t0
+    assert {p: p.stat().st_mtime_ns for p in finals} == before
+    doc = json.loads((tmp / "r.json").read_text())
+    assert doc["runs_trained"] == [] and len(doc["runs_reused"]) == 8
+    assert doc["assignments_made"] == 0
+    assert second_s < first_s
