@@ -164,3 +164,23 @@ def test_clean_errors(tiny_run, tmp_path):
     assert r.returncode == 2 and "different config" in r.stderr and "Traceback" not in r.stderr
     with pytest.raises(VideolabelError, match="random-init"):
         AssignOptions(random_init=True).validate()
+
+
+def test_untrained_heads_are_refused(tiny_run, tmp_path):
+    """A run trained on frames only (SeLa) has untrained audio heads: labelling from them is refused."""
+    from videolabel.train.checkpoint import load_checkpoint, save_checkpoint
+
+    run, cache, _ = tiny_run
+    state = load_checkpoint(run / "model-final.pt")
+    state["train_config"]["modalities"] = "video"
+    video_run = tmp_path / "video-run"
+    video_run.mkdir()
+    save_checkpoint(state, video_run / "model-final.pt")
+    for modality in ("both", "audio"):
+        with pytest.raises(VideolabelError, match="only its visual heads"):
+            assign(video_run, tmp_path / "x.parquet", cache=cache,
+                   options=AssignOptions(modality=modality, workers=0))
+    s = assign(video_run, tmp_path / "v.parquet", cache=cache, options=AssignOptions(modality="visual", workers=0))
+    assert s.videos == len(ShardDataset(cache).videos)
+    # k-means on pooled features stays allowed (random-init towers are a baseline in their own right)
+    assign(video_run, tmp_path / "k.parquet", cache=cache, options=AssignOptions(method="kmeans", workers=0))

@@ -212,6 +212,12 @@ def assign(run_dir: str | Path, out: str | Path, *, cache: str | Path | None = N
             raise VideolabelError(f"cache {cache_dir} was ingested with a different config than the run's "
                                   f"training cache ({ds.config.hash()} vs {run.ingest_hash}): re-ingest it with "
                                   "the run's settings (see the run's checkpoint ingest_config)")
+        trained = run.train_config.modalities
+        if opts.method == "selavi" and trained != "both":
+            only = "visual" if trained == "video" else "audio"
+            if opts.modality != only:
+                raise VideolabelError(f"the run trained only its {only} heads (modalities={trained}): "
+                                      f"use --modality {only}")
         if not 0 <= opts.head < run.train_config.num_heads:
             raise VideolabelError(f"--head must be in 0..{run.train_config.num_heads - 1}")
         out = Path(out)
