@@ -156,14 +156,33 @@ def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None)
 AVDIGITS_BUILD = Path(__file__).resolve().parents[1] / "examples" / "avdigits" / "build.py"
 
 
-def load_avdigits_builder():
+def load_module(name: str, path: Path):
+    """The Python file ``path`` imported as module ``name`` (once; registered in ``sys.modules`` so
+    that process pools can pickle its functions by module name)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("avdigits_build", AVDIGITS_BUILD)
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_avdigits_builder():
+    return load_module("avdigits_build", AVDIGITS_BUILD)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Small tensors: one intra-op thread is faster, and immune to a busy machine's scheduling."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -8,17 +8,16 @@ and checks that every run and assignment is reused.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
+from conftest import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "avdigits.py"
 TABLE_KEYS = ("5", "2", "3", "a2", "f2")
@@ -26,14 +25,7 @@ HEADINGS = ("Table 5 analogue", "Table 2 analogue", "Table 3 analogue", "Table A
 
 
 def _load():
-    name = "benchmarks_avdigits"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("benchmarks_avdigits", SCRIPT)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from videolabel.cluster.sinkhorn import sinkhorn, sinkhorn_multihead
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: one intra-op thread is faster, and immune to a busy machine's scheduling."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _log_domain_reference(log_p: torch.Tensor, r: torch.Tensor, lam: float = 20.0, iters: int = 3000) -> torch.Tensor:

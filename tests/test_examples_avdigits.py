@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_module
 
 from videolabel.media.binary import find_ffmpeg
 
@@ -19,14 +18,7 @@ SPEAKERS = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
 
 
 def _load():
-    name = "avdigits_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BUILD_PY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # the process pool pickles its functions by module name
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module("avdigits_build", BUILD_PY)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from videolabel.errors import VideolabelError
-from videolabel.metrics import ami, nmi
+from videolabel.metrics import ami
 from videolabel.train.config import TrainConfig, make_config
 from videolabel.train.dist import split_range
 from videolabel.train.loop import StepBatches, Trainer, train
