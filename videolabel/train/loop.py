@@ -247,6 +247,7 @@ class Trainer:
         self.aligned = False
         self.align_costs: list[tuple[float, float]] = []
         self.gt_codes = self._load_gt(gt) if gt else None
+        self._bn_step = -1  # step at which label-pass BatchNorm statistics were last recomputed
 
         self._prepare_run_dir(resume)
         self.ddp_model = self._wrap()
@@ -498,6 +499,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.modalities == "both" and cfg.label_bn == "precise":  # collective: every process
             self.recalibrate_bn(seed_for(cfg.seed, _BN, 0), train_aug=True)
+            self._bn_step = self.step  # the first solve, at the same weights, reuses these statistics
         if self.info.is_main and cfg.modalities == "both":
             g = _gen(seed_for(cfg.seed, _ALIGN))
             videos = torch.randperm(self.n, generator=g)[:ALIGN_MAX_VIDEOS].sort().values.numpy()
@@ -527,7 +529,7 @@ class Trainer:
             half = torch.randperm(H, generator=_gen(seed_for(cfg.seed, _SPLIT, i)))[: H // 2]
             which[half] = 1
         t0 = time.perf_counter()
-        if cfg.label_bn == "precise":
+        if cfg.label_bn == "precise" and self._bn_step != self.step:  # not again at unchanged weights
             self.recalibrate_bn(seed_for(cfg.seed, _BN, 1, i), train_aug=True)
         present_a = self.has_audio[start:stop].to(self.dev)
         present_v = torch.ones_like(present_a)
