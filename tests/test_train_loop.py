@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from videolabel.errors import VideolabelError
-from videolabel.metrics import ami
+from videolabel.metrics import ami, nmi
 from videolabel.train.config import TrainConfig, make_config
 from videolabel.train.dist import split_range
 from videolabel.train.loop import StepBatches, Trainer, train
@@ -109,6 +110,9 @@ def test_tiny_training_beats_chance(avdigits_cache, tmp_path):
     solves = [r for r in records if r.get("event") == "solve"]
     assert len(solves) == summary.solves and "nmi_gt_head0" in solves[-1]
     assert any("label_stability" in r for r in solves)
+    for r in solves:  # both modalities: the towers' agreement and which one the labels follow
+        assert 0.0 <= r["modality_agreement"] <= 1.0
+        assert 0.0 <= r["labels_nmi_video"] <= 1.0 + 1e-9 and 0.0 <= r["labels_nmi_audio"] <= 1.0 + 1e-9
     trains = [r for r in records if r.get("event") == "train"]
     assert all({"loss", "lr", "clips_per_s", "data_wait"} <= set(r) for r in trains)
 
@@ -213,3 +217,23 @@ def test_resume_refuses_changed_config_and_cache(avdigits_cache, tmp_path):
     cfg_path.write_text(json.dumps(data))
     with pytest.raises(VideolabelError, match="different ingest config"):
         Trainer(other, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), resume=True, device="cpu")
+
+
+def test_modality_agreement_metrics_by_hand():
+    from videolabel.train.loop import modality_agreement_metrics
+
+    rng = np.random.default_rng(0)
+    n, K = 400, 5
+    labels = torch.as_tensor(rng.integers(0, K, (2, n)))
+    video = labels.clone()  # the labels follow the video tower exactly
+    audio = labels.clone()
+    audio[:, : n // 2] = (audio[:, : n // 2] + 1) % K  # audio agrees on the second half only
+    has_audio = torch.ones(n, dtype=torch.bool)
+    has_audio[:100] = False  # rows without audio: left out of the audio figures
+    m = modality_agreement_metrics(labels, torch.cat([video, audio]), has_audio)
+    assert m["labels_nmi_video"] == pytest.approx(1.0)
+    assert m["modality_agreement"] == pytest.approx(200 / 300)  # rows 100..199 disagree, 200..399 agree
+    ok = has_audio.numpy()
+    want = np.mean([nmi(labels[h].numpy()[ok], audio[h].numpy()[ok]) for h in range(2)])
+    assert m["labels_nmi_audio"] == pytest.approx(want)
+    assert modality_agreement_metrics(labels, torch.cat([video, audio]), torch.zeros(n, dtype=torch.bool)) == {}

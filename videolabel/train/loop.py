@@ -178,6 +178,37 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def modality_agreement_metrics(labels: torch.Tensor, argmaxes: torch.Tensor, has_audio: torch.Tensor) -> dict[str, float]:
+    """Do the two towers predict the same clusters, and which one decides the labels?
+
+    SeLaVi trains both encoders to predict one labelling (eq. 6 combines their log-probabilities), so
+    on a healthy run the video and audio heads agree and the labels follow both. Where one tower fits
+    labels the other cannot predict (memorised instances, a nuisance of its own), the labels follow
+    that tower and agreement stays low: the failure seen on AV-Digits (docs/method.md).
+
+    Args:
+        labels: [H, N] labels just solved.
+        argmaxes: [2H, N] the label pass's per-modality argmax: video heads in rows 0..H-1, audio heads
+            in rows H..2H-1.
+        has_audio: [N] bool; videos without audio are left out of the audio figures.
+
+    Returns:
+        ``modality_agreement``: fraction of videos whose video and audio argmax coincide;
+        ``labels_nmi_video`` / ``labels_nmi_audio``: NMI between the labels and each tower's argmax;
+        each the mean over heads.
+    """
+    H = labels.shape[0]
+    ok = has_audio.bool().numpy()
+    lab, arg = labels.numpy(), argmaxes.numpy()
+    if not ok.any():
+        return {}
+    agree = [float(np.mean(arg[h][ok] == arg[H + h][ok])) for h in range(H)]
+    by_v = [nmi(lab[h], arg[h]) for h in range(H)]
+    by_a = [nmi(lab[h][ok], arg[H + h][ok]) for h in range(H)]
+    return {"modality_agreement": float(np.mean(agree)), "labels_nmi_video": float(np.mean(by_v)),
+            "labels_nmi_audio": float(np.mean(by_a))}
+
+
 class Trainer:
     """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
 
@@ -536,6 +567,9 @@ class Trainer:
         # each augmentation pass keeps only its own heads' outputs and folds them into log P at once
         # (eq. 6), so memory holds H x n x K log-probabilities plus one pass's half
         log_ps: list[torch.Tensor | None] = [None] * H
+        # per-modality argmaxes [n_local, 2H] (video of head h in column h, audio in H + h): whether the
+        # two towers predict the same clusters, the premise of the method (see _solve_metrics)
+        argmaxes = torch.zeros(stop - start, 2 * H, dtype=torch.int64, device=self.dev)
         for a in range(n_aug):
             mine = [h for h in range(H) if int(which[h]) == a]
             if not mine:
@@ -543,6 +577,8 @@ class Trainer:
             lv, la = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
                                          seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
             for j, h in enumerate(mine):
+                argmaxes[:, h] = lv[j].argmax(-1)
+                argmaxes[:, H + h] = la[j].argmax(-1)
                 if cfg.modalities == "video":
                     log_ps[h] = lv[j]
                 elif cfg.modalities == "audio":
@@ -572,6 +608,9 @@ class Trainer:
         t_total = time.perf_counter() - t0
         m = self._solve_metrics(old, t_pass, t_total)
         m.update(sinkhorn_error=sk_err, sinkhorn_iterations=sk_iters)
+        if cfg.modalities == "both":
+            m.update(modality_agreement_metrics(self.labels, D.all_gather_rows(argmaxes, self.n).T.cpu(),
+                                                self.has_audio.cpu()))
         return m
 
     def _solve_metrics(self, old: torch.Tensor, t_pass: float, t_total: float) -> dict[str, Any]:
