@@ -568,7 +568,7 @@ class Trainer:
         # (eq. 6), so memory holds H x n x K log-probabilities plus one pass's half
         log_ps: list[torch.Tensor | None] = [None] * H
         # per-modality argmaxes [n_local, 2H] (video of head h in column h, audio in H + h): whether the
-        # two towers predict the same clusters, the premise of the method (see _solve_metrics)
+        # two towers predict the same clusters, the premise of the method (modality_agreement_metrics)
         argmaxes = torch.zeros(stop - start, 2 * H, dtype=torch.int64, device=self.dev)
         for a in range(n_aug):
             mine = [h for h in range(H) if int(which[h]) == a]
