@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videolabel.cluster.combine import combine_log_probs
+from videolabel.cluster.combine import balance_scales, centred_sum_of_squares, combine_log_probs
 
 
 def _lp(n: int, k: int, seed: int) -> torch.Tensor:
@@ -56,3 +56,43 @@ def test_errors() -> None:
         combine_log_probs([a, v], [torch.tensor([1, 0, 1]), None])
     with pytest.raises(ValueError):
         combine_log_probs([a, v], [None])
+
+
+def test_centred_sum_of_squares_by_brute_force() -> None:
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(7, 4, generator=g).log_softmax(-1)
+    mask = torch.tensor([True, False, True, True, False, True, True])
+    s, c = centred_sum_of_squares(lp, mask)
+    want = 0.0
+    for i in range(7):
+        if mask[i]:
+            row = [float(v) for v in lp[i]]
+            mu = sum(row) / len(row)
+            want += sum((v - mu) ** 2 for v in row)
+    assert float(s) == pytest.approx(want, rel=1e-9) and float(c) == 5 * 4
+    s_all, c_all = centred_sum_of_squares(lp)
+    assert float(c_all) == 28 and float(s_all) > float(s)
+    # a per-row shift (which Sinkhorn-Knopp ignores) does not change the spread
+    assert float(centred_sum_of_squares(lp + torch.arange(7.0)[:, None])[0]) == pytest.approx(float(s_all))
+
+
+def test_balance_scales_equalises_spreads() -> None:
+    assert balance_scales([0.5, 0.5]) == [1.0, 1.0]
+    f = balance_scales([1.0, 3.0])
+    assert f == pytest.approx([2.0, 2 / 3])
+    assert [x * y for x, y in zip(f, [1.0, 3.0])] == pytest.approx([2.0, 2.0])  # same spread, mean kept
+    assert balance_scales([0.0, 2.0]) == [1.0, 0.5]  # a constant prediction keeps factor 1
+    # the sharper modality no longer decides the labels alone: where it is only mildly sure (row 2),
+    # the softer but consistent modality now wins; where it is sure (rows 0 and 1) it still does
+    sharp = torch.tensor([[0.0, -8.0], [-8.0, 0.0], [0.0, -1.0]])
+    soft = torch.tensor([[-0.2, 0.0], [0.0, -0.2], [-0.2, 0.0]])
+    spreads = [float(s / c) ** 0.5 for s, c in (centred_sum_of_squares(sharp), centred_sum_of_squares(soft))]
+    a, b = balance_scales(spreads)
+    assert combine_log_probs([sharp, soft]).argmax(-1).tolist() == [0, 1, 0]
+    assert combine_log_probs([sharp * a, soft * b]).argmax(-1).tolist() == [0, 1, 1]
+    with pytest.raises(ValueError):
+        balance_scales([])
+    with pytest.raises(ValueError):
+        balance_scales([1.0, -1.0])
+    with pytest.raises(ValueError):
+        centred_sum_of_squares(torch.zeros(3))

@@ -167,11 +167,12 @@ def test_sigterm_checkpoints_and_resumes(avdigits_cache, tmp_path):
     assert not (run / "model-final.pt").exists()
 
 
-def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp_path):
+@pytest.mark.parametrize("balance", ["false", "true"])  # true: the spreads are summed over processes
+def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp_path, balance):
     cache, _ = avdigits_cache
     args = ["--preset", "tiny", "--clusters", "10", "--heads", "2", "--epochs", "1", "--batch-size", "8",
             "--workers", "0", "--set", "n_solves=1", "--set", "align_proposals=500", "--progress", "none",
-            "--device", "cpu", "--set", "eval_batch_size=7"]
+            "--device", "cpu", "--set", "eval_batch_size=7", "--set", f"balance_modalities={balance}"]
     one = cli("train", str(cache), "--out", str(tmp_path / "one"), *args)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",

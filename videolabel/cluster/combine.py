@@ -5,6 +5,9 @@ augmentations t, the modality splicings t_a (audio only) and t_v (visual only) i
 prediction per modality this is ``(log P_audio + log P_visual) / 2``. A sample for which a modality is
 missing (a video without audio) averages over the modalities it has: the visual prediction stands alone.
 
+:func:`balance_scales` (option ``balance_modalities``, not in the paper) first rescales each modality
+to the same spread of log-probabilities, so that the sharper one does not decide the labels alone.
+
 The result is not renormalised (``logsumexp`` over K is <= 0 by Jensen); Sinkhorn-Knopp and argmax are
 invariant to per-row shifts, so no renormalisation is needed for labelling.
 """
@@ -16,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["combine_log_probs"]
+__all__ = ["balance_scales", "centred_sum_of_squares", "combine_log_probs"]
 
 
 def combine_log_probs(
@@ -77,3 +80,50 @@ def combine_log_probs(
         missing = int((count == 0).sum())
         raise ValueError(f"{missing} sample(s) have no modality/augmentation present")
     return total.div_(count.unsqueeze(1))
+
+
+def centred_sum_of_squares(log_p: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The spread of one modality's log-probabilities, as sums that can be all-reduced across processes.
+
+    Each row is centred (its mean over K subtracted: Sinkhorn-Knopp and argmax ignore per-row shifts),
+    then the squares are summed over the present rows. ``sqrt(sum / count)`` is the root mean square of
+    the centred log-probabilities: how confident, on average, the modality's predictions are.
+
+    Args:
+        log_p: [N, K] log-probabilities.
+        present: None (all rows) or boolean [N]: only these rows count.
+
+    Returns:
+        ``(sum of squares, number of values)`` as float64 scalars on ``log_p``'s device.
+    """
+    if log_p.dim() != 2:
+        raise ValueError(f"log-probabilities must be [N, K], got shape {tuple(log_p.shape)}")
+    x = log_p.to(torch.float64)
+    if present is not None:
+        x = x[present.to(device=x.device, dtype=torch.bool)]
+    c = x - x.mean(dim=1, keepdim=True)
+    return c.square().sum(), torch.tensor(float(c.numel()), dtype=torch.float64, device=x.device)
+
+
+def balance_scales(spreads: Sequence[float]) -> list[float]:
+    """Factors that give every modality the same spread before eq. 6 (an extension, not in the paper).
+
+    Eq. 6 averages the modalities' log-probabilities, so a modality whose predictions are sharper
+    (larger centred log-probabilities, e.g. because it memorises its training videos) decides the
+    labels alone. Multiplying modality m by ``mean(spreads) / spreads[m]`` gives each the same root
+    mean square and keeps the overall scale, so lambda (eq. 3) keeps its meaning. A spread of 0 (a
+    constant prediction) keeps factor 1.
+
+    Args:
+        spreads: the root mean square of each modality's centred log-probabilities
+            (from :func:`centred_sum_of_squares`), non-negative.
+
+    Returns:
+        One factor per modality.
+    """
+    if len(spreads) == 0:
+        raise ValueError("balance_scales needs at least one spread")
+    if any(not s >= 0 for s in spreads):
+        raise ValueError(f"spreads must be non-negative, got {list(spreads)}")
+    target = sum(spreads) / len(spreads)
+    return [target / s if s > 0 else 1.0 for s in spreads]

@@ -44,6 +44,9 @@ class TrainConfig:
     align_proposals: int = 50000
     align_restarts: int = 5
     decorrelate: bool = True  # two label-pass augmentations, half the heads on each
+    # before eq. 6, rescale each modality's log-probabilities to the same spread (not in the paper): the
+    # sharper tower no longer decides the labels alone (docs/method.md, AV-Digits findings)
+    balance_modalities: bool = False
     # BatchNorm statistics in label passes: "precise" (recomputed over precise_bn_clips clips at the
     # current weights before each pass), "eval" (the running averages) or "batch" (each batch's own)
     label_bn: str = "precise"
