@@ -342,10 +342,9 @@ def _pooled_features(full: dict[str, torch.Tensor], has_audio: torch.Tensor, mod
     if pca > 0:
         fv = torch.from_numpy(pca_whiten(fv.numpy(), pca))
         ok = has_audio.numpy().astype(bool)
-        wa = torch.zeros(fa.shape[0], min(pca, fa.shape[1]), dtype=torch.float32)
-        if ok.sum() >= 2:
-            w = torch.from_numpy(pca_whiten(fa.numpy()[ok], pca))
-            wa = torch.zeros(fa.shape[0], w.shape[1], dtype=torch.float32)
+        w = torch.from_numpy(pca_whiten(fa.numpy()[ok], pca)) if ok.sum() >= 2 else None
+        wa = torch.zeros(fa.shape[0], min(pca, fa.shape[1]) if w is None else w.shape[1], dtype=torch.float32)
+        if w is not None:
             wa[torch.from_numpy(ok)] = w
         fa = wa
     fv = F.normalize(fv, dim=1)

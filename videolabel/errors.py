@@ -14,6 +14,13 @@ class VideolabelError(Exception):
             self.exit_code = exit_code
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for
+    one-line user errors about files a library could not parse."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
 class ConfigMismatchError(VideolabelError):
     """A cache or run was made with a different configuration than the one asked for."""
 

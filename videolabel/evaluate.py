@@ -34,7 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.groundtruth import join_ground_truth, read_ground_truth
 
 __all__ = [
@@ -111,8 +111,7 @@ def load_assignments(path: str | Path) -> Assignments:
 
         table = pq.read_table(p)
     except Exception as exc:  # noqa: BLE001 - any read failure is a user-facing error
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VideolabelError(f"cannot read assignments {p} as Parquet: {first}") from None
+        raise VideolabelError(f"cannot read assignments {p} as Parquet: {first_line(exc)}") from None
     meta: dict = {}
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw:

@@ -24,6 +24,7 @@ import pandas as pd
 from videolabel.errors import VideolabelError
 from videolabel.evaluate import head_columns
 from videolabel.fsutil import write_user_file
+from videolabel.groundtruth import norm_path
 
 __all__ = ["ExportSummary", "export_tree", "write_features_csv", "export_fiftyone", "cluster_column"]
 
@@ -75,7 +76,7 @@ def export_tree(df: pd.DataFrame, source_root: str | Path, out: str | Path, *, c
     try:
         dest_root.mkdir(parents=True, exist_ok=True)
         for i, (rel, c) in enumerate(zip(df["path"].astype(str).to_numpy(), df[col].to_numpy())):
-            rel = rel.replace("\\", "/").removeprefix("./")
+            rel = norm_path(rel)
             src = root / rel
             if not src.is_file():
                 summary.missing += 1

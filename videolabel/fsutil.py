@@ -27,18 +27,22 @@ def tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(3)}.tmp")
 
 
-def write_bytes_atomic(data: bytes, final: Path) -> None:
-    """Write ``data`` to ``final`` atomically: temporary file, fsync, rename."""
+def _replace_atomic(write, final: Path) -> None:
+    """``write(tmp)`` to a temporary file beside ``final``, fsync it, rename it over ``final``."""
     tmp = tmp_path(final)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(data: bytes, final: Path) -> None:
+    """Write ``data`` to ``final`` atomically: temporary file, fsync, rename."""
+    _replace_atomic(lambda tmp: tmp.write_bytes(data), final)
 
 
 def write_parquet_atomic(table, final: Path) -> None:
@@ -48,15 +52,7 @@ def write_parquet_atomic(table, final: Path) -> None:
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    tmp = tmp_path(final)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _replace_atomic(lambda tmp: pq.write_table(table, tmp), final)
 
 
 def write_user_file(write, path: str | os.PathLike[str]) -> Path:

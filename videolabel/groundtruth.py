@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 
 
 def read_ground_truth(path: str | Path, *, key: str = "path", label: str = "label") -> pd.DataFrame:
@@ -20,7 +20,7 @@ def read_ground_truth(path: str | Path, *, key: str = "path", label: str = "labe
     try:
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={key: str, label: str})
     except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
-        raise VideolabelError(f"cannot read ground truth {p}: {str(exc).splitlines()[0]}") from None
+        raise VideolabelError(f"cannot read ground truth {p}: {first_line(exc)}") from None
     if df.empty:
         raise VideolabelError(f"ground-truth file {p} has no rows")
     missing = [c for c in (key, label) if c not in df.columns]
@@ -29,15 +29,16 @@ def read_ground_truth(path: str | Path, *, key: str = "path", label: str = "labe
             f"ground-truth file {p} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))})"
         )
     df = df[[key, label] + [c for c in df.columns if c not in (key, label)]].copy()
-    df[key] = df[key].astype(str).map(_norm_key) if key == "path" else df[key].astype(str)
+    df[key] = df[key].astype(str).map(norm_path) if key == "path" else df[key].astype(str)
     dup = df[key].duplicated()
     if dup.any():
         raise VideolabelError(f"ground-truth file {p} has {int(dup.sum())} duplicate {key}(s), e.g. {df[key][dup].iloc[0]}")
     return df
 
 
-def _norm_key(path: str) -> str:
-    return path.replace("\\", "/").removeprefix("./")
+def norm_path(path: object) -> str:
+    """A relative video path as a key: POSIX separators, no leading ``./``."""
+    return str(path).replace("\\", "/").removeprefix("./")
 
 
 def join_ground_truth(
@@ -48,7 +49,7 @@ def join_ground_truth(
     ``key`` names what ``keys`` hold (``path`` keys are compared with POSIX separators and without a
     leading ``./``); ``gt_key`` is the column of ``gt`` to compare them with (default: ``key``).
     """
-    k = keys.astype(str).map(_norm_key) if key == "path" else keys.astype(str)
+    k = keys.astype(str).map(norm_path) if key == "path" else keys.astype(str)
     if gt_key is None or gt_key == key:
         mapping = gt.set_index(key)[label]
         aligned = k.map(mapping)
@@ -56,7 +57,7 @@ def join_ground_truth(
         return aligned, unmatched
     g = gt[gt_key].astype(str)
     if key == "path":
-        g = g.map(_norm_key)
+        g = g.map(norm_path)
     mapping = pd.Series(gt[label].to_numpy(), index=g.to_numpy())
     aligned = k.map(mapping)
     unmatched = gt[gt_key][~g.isin(set(k))]

@@ -22,7 +22,8 @@ import numpy as np
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus", "pca_whiten"]
+__all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus", "pca_whiten",
+           "l2_normalise"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def _as_matrix(features: np.ndarray, name: str = "features") -> np.ndarray:
     return x
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32, contiguous."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
@@ -110,7 +112,7 @@ def kmeans(
     if niter < 1 or nredo < 1:
         raise VideolabelError(f"k-means needs niter >= 1 and nredo >= 1, got niter={niter}, nredo={nredo}")
     if spherical:
-        x = _l2_normalise(x)
+        x = l2_normalise(x)
     n_gpus = faiss_num_gpus() if gpu is not False else 0
     if gpu is True and n_gpus == 0:
         raise VideolabelError("k-means on the GPU was asked for but faiss sees no GPU (install videolabel[gpu])")
@@ -128,7 +130,7 @@ def kmeans(
         rng = np.random.default_rng([int(seed), r])
         start = _kmeanspp(x, k, rng, max_points=256 * k)
         if spherical:
-            start = _l2_normalise(start)
+            start = l2_normalise(start)
         km = faiss.Kmeans(d, k, niter=int(niter), nredo=1, seed=int(seed) + r,
                           spherical=bool(spherical), gpu=use_gpu, verbose=False,
                           min_points_per_centroid=1)
@@ -210,7 +212,7 @@ def assign_confidence(
     """
     x = _as_matrix(features)
     if spherical:
-        x = _l2_normalise(x)
+        x = l2_normalise(x)
     d2 = squared_distances(x, centroids).astype(np.float64)
     nearest = d2.min(axis=1)
     if temperature is None:

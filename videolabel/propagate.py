@@ -43,8 +43,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import write_parquet_atomic, write_user_file
+from videolabel.groundtruth import norm_path
+from videolabel.kmeans import l2_normalise
 
 __all__ = [
     "select_for_labelling",
@@ -64,10 +66,6 @@ __all__ = [
 
 SELECT_COLUMNS = ["path", "video_id", "cluster", "confidence", "reason", "label"]
 SOURCES = ("seed", "cluster", "neighbour", "abstain")
-
-
-def _norm_path(p: Any) -> str:
-    return str(p).replace("\\", "/").removeprefix("./")
 
 
 def _id_column(df: pd.DataFrame) -> str:
@@ -133,7 +131,7 @@ def read_seeds(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
-        raise VideolabelError(f"cannot read seeds {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VideolabelError(f"cannot read seeds {p}: {first_line(exc)}") from None
     if "label" not in df.columns or not ({"path", "video_id"} & set(df.columns)):
         raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label (has: {', '.join(df.columns)})")
     df = df[df["label"].str.strip() != ""].copy()
@@ -155,15 +153,9 @@ class FeatureTable:
         """Concatenated video+audio features; with ``normalise``, each part and the whole L2-normalised."""
         parts = [self.video] + ([self.audio] if self.audio is not None else [])
         if normalise:
-            parts = [_l2(x) for x in parts]
+            parts = [l2_normalise(x) for x in parts]
         m = np.concatenate(parts, axis=1).astype(np.float32)
-        return _l2(m) if normalise else m
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+        return l2_normalise(m) if normalise else m
 
 
 def _list_column(table, name: str) -> np.ndarray:
@@ -194,7 +186,7 @@ def load_features(path: str | Path) -> FeatureTable:
 
         table = pq.read_table(p)
     except Exception as exc:  # noqa: BLE001
-        raise VideolabelError(f"cannot read features {p} as Parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VideolabelError(f"cannot read features {p} as Parquet: {first_line(exc)}") from None
     if "video_features" not in table.column_names:
         raise VideolabelError(f"features file {p} lacks a video_features column (has: {', '.join(table.column_names)})")
     ids = pd.DataFrame({c: table.column(c).to_pandas().astype(str).to_numpy()
@@ -225,11 +217,11 @@ def align_features(df: pd.DataFrame, feats: FeatureTable | np.ndarray | pd.DataF
     if isinstance(feats, np.ndarray):
         if feats.ndim != 2 or len(feats) != len(df):
             raise VideolabelError(f"features array must be [n_videos={len(df)}, D], got shape {feats.shape}")
-        return _l2(feats) if normalise else feats.astype(np.float32)
+        return l2_normalise(feats) if normalise else feats.astype(np.float32)
     key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
     if key is None:
         raise VideolabelError("features and assignments share no id column (video_id or path)")
-    norm = _norm_path if key == "path" else str
+    norm = norm_path if key == "path" else str
     index = pd.Index(feats.ids[key].map(norm))
     if index.duplicated().any():
         raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
@@ -255,7 +247,7 @@ def _match_seeds(df: pd.DataFrame, seeds: pd.DataFrame) -> tuple[np.ndarray, np.
     if key is None:
         raise VideolabelError(f"seeds need a path or video_id column matching the assignments "
                               f"(seeds have: {', '.join(map(str, seeds.columns))})")
-    norm = _norm_path if key == "path" else str
+    norm = norm_path if key == "path" else str
     index = pd.Index(df[key].map(norm))
     skeys = seeds[key].map(norm)
     pos = index.get_indexer(skeys)
@@ -311,10 +303,11 @@ def propagate_labels(
             majority[c] = (best, top / len(g))
         else:
             conflicted.add(c)
-    for i in range(n):
-        m = majority.get(clusters[i])
-        if m is not None:
-            label[i], source[i], conf[i] = m[0], "cluster", m[1] * conf_in[i]
+    cl = pd.Series(clusters)
+    hit = cl.isin(list(majority)).to_numpy()
+    label[hit] = cl[hit].map({c: m[0] for c, m in majority.items()}).to_numpy(dtype=object)
+    source[hit] = "cluster"
+    conf[hit] = cl[hit].map({c: m[1] for c, m in majority.items()}).to_numpy(dtype=np.float64) * conf_in[hit]
     label[seed_pos], source[seed_pos], conf[seed_pos] = seed_lab, "seed", 1.0
 
     need = np.flatnonzero(source == "abstain")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 
 PRIORS = ("uniform", "gaussian")
 #: Fields that may change when a run is resumed: they do not change what is computed.
@@ -124,8 +124,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             data = yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VideolabelError(f"cannot parse config file {p}: {first}") from None
+        raise VideolabelError(f"cannot parse config file {p}: {first_line(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

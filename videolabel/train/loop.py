@@ -569,7 +569,8 @@ class Trainer:
         log_ps: list[torch.Tensor | None] = [None] * H
         # per-modality argmaxes [n_local, 2H] (video of head h in column h, audio in H + h): whether the
         # two towers predict the same clusters, the premise of the method (modality_agreement_metrics)
-        argmaxes = torch.zeros(stop - start, 2 * H, dtype=torch.int64, device=self.dev)
+        both = cfg.modalities == "both"
+        argmaxes = torch.zeros(stop - start, 2 * H if both else 0, dtype=torch.int64, device=self.dev)
         for a in range(n_aug):
             mine = [h for h in range(H) if int(which[h]) == a]
             if not mine:
@@ -577,8 +578,9 @@ class Trainer:
             lv, la = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
                                          seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
             for j, h in enumerate(mine):
-                argmaxes[:, h] = lv[j].argmax(-1)
-                argmaxes[:, H + h] = la[j].argmax(-1)
+                if both:
+                    argmaxes[:, h] = lv[j].argmax(-1)
+                    argmaxes[:, H + h] = la[j].argmax(-1)
                 if cfg.modalities == "video":
                     log_ps[h] = lv[j]
                 elif cfg.modalities == "audio":
@@ -611,7 +613,7 @@ class Trainer:
         t_total = time.perf_counter() - t0
         m = self._solve_metrics(old, t_pass, t_total)
         m.update(sinkhorn_error=sk_err, sinkhorn_iterations=sk_iters)
-        if cfg.modalities == "both":
+        if both:
             m.update(modality_agreement_metrics(self.labels, D.all_gather_rows(argmaxes, self.n).T.cpu(),
                                                 self.has_audio.cpu()))
         return m
