@@ -82,6 +82,36 @@ def test_modality_combination_is_eq6():
     assert torch.equal(combine_modalities(lv, la, has, "audio"), la)
 
 
+def _rms_centred(x: torch.Tensor) -> float:
+    c = x.double() - x.double().mean(dim=1, keepdim=True)
+    return float(c.square().mean().sqrt())
+
+
+def test_balanced_combination_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    lv = torch.log_softmax(4.0 * torch.randn(2, 6, 5, generator=g), -1)  # a sharp video tower
+    la = torch.log_softmax(0.5 * torch.randn(2, 6, 5, generator=g), -1)
+    has = torch.tensor([True, True, False, True, True, True])
+    got = combine_modalities(lv, la, has, "both", balance=True)
+    for h in range(2):
+        sv, sa = _rms_centred(lv[h]), _rms_centred(la[h][has])  # audio spread over videos with audio only
+        fv, fa = (sv + sa) / 2 / sv, (sv + sa) / 2 / sa
+        want = (fv * lv[h] + fa * la[h]) / 2
+        want[~has] = fv * lv[h][~has]
+        assert torch.allclose(got[h], want.float(), atol=1e-5)
+    # inputs untouched, and balancing is what a sharp tower's plain mean ignores
+    assert not torch.allclose(combine_modalities(lv, la, has, "both"), got)
+
+
+def test_balancing_stops_a_sharp_tower_deciding_alone():
+    # video is very sharp on videos 1-2 and mildly prefers cluster 1 on video 0; audio mildly prefers 2
+    lv = torch.log_softmax(torch.tensor([[[0.0, 3.0, 0.0], [8.0, 0.0, 0.0], [8.0, 0.0, 0.0]]]), -1)
+    la = torch.log_softmax(torch.tensor([[[0.0, 0.0, 2.5], [0.0, 0.0, 2.5], [0.0, 0.0, 2.5]]]), -1)
+    has = torch.ones(3, dtype=torch.bool)
+    assert combine_modalities(lv, la, has, "both")[0, 0].argmax() == 1
+    assert combine_modalities(lv, la, has, "both", balance=True)[0, 0].argmax() == 2
+
+
 def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     run, _, _ = tiny_run
     import videolabel.assign as A

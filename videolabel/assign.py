@@ -2,12 +2,14 @@
 
 One row per video (``layout="wide"``) or per video and head (``"long"``). The clips of a video are
 treated as augmentations: their log-probabilities are averaged, and the two modalities are combined as
-in the paper's eq. 6 (mean of log P; a video without audio is labelled by its frames alone).
+in the paper's eq. 6 (mean of log P; a video without audio is labelled by its frames alone), after
+rescaling both to the same spread when the run trained with ``balance_modalities``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import videolabel
+from videolabel.cluster.combine import balance_scales, centred_sum_of_squares
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
@@ -183,12 +186,27 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
             "fv": sums["fv"] / c[:, None], "fa": sums["fa"] / c[:, None], "clips": torch.tensor(len(clip_idx))}
 
 
-def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str) -> torch.Tensor:
-    """log P per eq. 6: mean of the modalities' log-probabilities, frames alone where there is no audio."""
+def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str, *,
+                       balance: bool = False) -> torch.Tensor:
+    """log P per eq. 6: mean of the modalities' log-probabilities, frames alone where there is no audio.
+
+    ``balance`` (the run's ``balance_modalities``): each head's two modalities are first rescaled to the
+    same spread over the videos being labelled (:func:`~videolabel.cluster.combine.balance_scales`), as
+    the training's label solves did, so the sharper tower does not decide the assignment alone."""
     if modality == "visual":
         return lv
     if modality == "audio":
         return la
+    if balance:
+        lv, la = lv.clone(), la.clone()
+        for h in range(lv.shape[0]):
+            spreads = []
+            for lp, present in ((lv[h], None), (la[h], has_audio)):
+                total, count = centred_sum_of_squares(lp, present)
+                spreads.append(math.sqrt(float(total) / float(count)) if float(count) > 0 else 0.0)
+            fv, fa = balance_scales(spreads)
+            lv[h].mul_(fv)
+            la[h].mul_(fa)
     w = has_audio.to(lv.dtype)[None, :, None]
     return (lv + w * la) / (1.0 + w)
 
@@ -289,7 +307,8 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
                     num_heads=1, head=0, pca=opts.pca)
     else:
-        logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality)  # [H, n, K]
+        logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality,
+                                  balance=run.train_config.balance_modalities)  # [H, n, K]
         p = torch.softmax(logp, dim=-1)  # renormalised combined distribution
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
