@@ -174,6 +174,7 @@ def test_joint_failure_falls_back_and_names_the_stream(tmp_path, monkeypatch) ->
 
     path = make_video(tmp_path / "f.mp4", seconds=1.5)
     info = probe(path, FFMPEG)
+    assert info.has_video and info.has_audio  # the joint decode below has both streams to fail on
     real_run = dec._Job.run
     calls = []
 
