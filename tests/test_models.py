@@ -119,6 +119,24 @@ def test_selavi_forward_shapes(tiny_model):
     assert isinstance(tiny_model.video_heads, nn.ModuleList)
 
 
+def test_fusion_model_heads_see_both_encoders():
+    model = build_model("tiny", num_clusters=6, num_heads=2, fusion=True).eval()
+    assert not hasattr(build_model("tiny", 6, 2), "fused_heads")
+    v, a = _inputs(model.preset, 3)
+    with torch.no_grad():
+        out = model(video=v, audio=a)
+        assert set(out) == {"fused_logits"} and out["fused_logits"].shape == (2, 3, 6)
+        fv, fa = model.encode_video(v), model.encode_audio(a)
+        torch.testing.assert_close(model.fused_forward(fv, fa), out["fused_logits"])
+        # the logits depend on the audio features too: zeroing them changes the output
+        assert not torch.allclose(model.fused_forward(fv, torch.zeros_like(fa)), out["fused_logits"])
+    assert model.fused_heads[0].fc1.in_features == model.feat_dim_v + model.feat_dim_a
+    with pytest.raises(ValueError, match="both"):
+        model(video=v)
+    with pytest.raises(ValueError, match="no fusion heads"):
+        build_model("tiny", 6, 2).fused_forward(fv, fa)
+
+
 def test_heads_forward_matches_forward(tiny_model):
     tiny_model.eval()
     v, a = _inputs(tiny_model.preset, 2)

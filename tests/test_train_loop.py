@@ -167,12 +167,14 @@ def test_sigterm_checkpoints_and_resumes(avdigits_cache, tmp_path):
     assert not (run / "model-final.pt").exists()
 
 
-@pytest.mark.parametrize("balance", ["false", "true"])  # true: the spreads are summed over processes
-def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp_path, balance):
+# balanced: the spreads are summed over processes; concat: the fusion heads under DDP
+@pytest.mark.parametrize("extra", [["--set", "balance_modalities=false"], ["--set", "balance_modalities=true"],
+                                   ["--modalities", "concat"]], ids=["plain", "balanced", "concat"])
+def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp_path, extra):
     cache, _ = avdigits_cache
     args = ["--preset", "tiny", "--clusters", "10", "--heads", "2", "--epochs", "1", "--batch-size", "8",
             "--workers", "0", "--set", "n_solves=1", "--set", "align_proposals=500", "--progress", "none",
-            "--device", "cpu", "--set", "eval_batch_size=7", "--set", f"balance_modalities={balance}"]
+            "--device", "cpu", "--set", "eval_batch_size=7", *extra]
     one = cli("train", str(cache), "--out", str(tmp_path / "one"), *args)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
@@ -184,6 +186,35 @@ def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp
     pd.testing.assert_frame_equal(a, b)
     info = json.loads((tmp_path / "two" / "run.json").read_text())
     assert info["world_size"] == 2
+
+
+def test_concat_baseline_trains_fusion_heads_and_assigns(avdigits_cache, tmp_path):
+    """Table 3(b)'s baseline: one head set on [f_v; f_a]; the per-modality heads are not used."""
+    from videolabel.assign import AssignOptions, assign
+
+    cache, _ = avdigits_cache
+    run = tmp_path / "run"
+    trainer = Trainer(cache, run, tiny_cfg(epochs=1, n_solves=2, num_heads=1, modalities="concat"), device="cpu")
+    assert trainer.model.fusion and not trainer.aligned
+    init = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.run()
+    assert summary.finished
+    final = trainer.model.state_dict()
+    assert not torch.equal(init["fused_heads.0.fc2.weight"], final["fused_heads.0.fc2.weight"])
+    assert torch.equal(init["video_heads.0.fc2.weight"], final["video_heads.0.fc2.weight"])  # unused
+    assert trainer.model.fused_heads[0].fc1.in_features == 2 * 128
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    solves = [r for r in records if r.get("event") == "solve"]
+    assert len(solves) == 2 and "modality_agreement" not in solves[0]
+    labels = labels_of(run)
+    assert labels["label_h0"].nunique() > 1
+
+    s = assign(run, tmp_path / "a.parquet", options=AssignOptions(workers=0), device="cpu")
+    got = pd.read_parquet(tmp_path / "a.parquet")
+    assert s.videos == len(got) == len(labels) and got["cluster"].between(0, 9).all()
+    assert got["av_agree"].isna().all()  # no per-modality heads to agree
+    with pytest.raises(VideolabelError, match="concatenated features"):
+        assign(run, tmp_path / "v.parquet", options=AssignOptions(modality="visual", workers=0), device="cpu")
 
 
 def test_clean_errors(avdigits_cache, tmp_path):

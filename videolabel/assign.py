@@ -34,6 +34,8 @@ from videolabel.train.config import TrainConfig
 from videolabel.train.loop import ListBatches, make_loader
 
 METHODS = ("selavi", "kmeans")
+#: per-head log-probabilities [H, n, K] in :func:`infer`'s result (the rest are per-video rows)
+LOG_PROB_KEYS = ("lv", "la", "lf")
 MODALITIES = ("both", "audio", "visual")
 LAYOUTS = ("wide", "long")
 
@@ -114,7 +116,8 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
     state = load_checkpoint(ckpt)
     cfg = TrainConfig(**state["train_config"])
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads)
+    model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads,
+                        fusion=cfg.modalities == "concat")
     if not random_init:
         model.load_state_dict(state["model"])
     model.to(device).eval()
@@ -145,7 +148,8 @@ def _pick_clips(first: np.ndarray, count: np.ndarray, clips: int | None) -> tupl
 @torch.no_grad()
 def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptions, device: torch.device
           ) -> dict[str, torch.Tensor]:
-    """Clip-averaged per-head log-probabilities [H, n, K] per modality and pooled features [n, D]."""
+    """Clip-averaged per-head log-probabilities [H, n, K] per modality (``lv``, ``la``; ``lf`` alone for a
+    fusion run) and pooled features [n, D] (``fv``, ``fa``)."""
     model = run.model
     preset = model.preset
     cuda = device.type == "cuda"
@@ -158,7 +162,8 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     clip_idx, owner = _pick_clips(vids["first_clip"].to_numpy(np.int64), vids["n_clips"].to_numpy(np.int64),
                                   opts.clips)
     n = len(videos)
-    sums = {k: None for k in ("lv", "la", "fv", "fa")}
+    keys = ("lf", "fv", "fa") if model.fusion else ("lv", "la", "fv", "fa")
+    sums = {k: None for k in keys}
     counts = torch.zeros(n, device=device)
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
@@ -172,9 +177,13 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
         with autocast:
             fv = model.encode_video(vaug(video))
             fa = model.encode_audio(aaug(audio))
-            lv = F.log_softmax(model.heads_forward(fv, "video").float(), dim=-1)
-            la = F.log_softmax(model.heads_forward(fa, "audio").float(), dim=-1)
-        for key, val, dim in (("lv", lv, 1), ("la", la, 1), ("fv", fv.float(), 0), ("fa", fa.float(), 0)):
+            if model.fusion:
+                logits = {"lf": model.fused_forward(fv, fa)}
+            else:
+                logits = {"lv": model.heads_forward(fv, "video"), "la": model.heads_forward(fa, "audio")}
+        found = {k: (F.log_softmax(v.float(), dim=-1), 1) for k, v in logits.items()}
+        found.update(fv=(fv.float(), 0), fa=(fa.float(), 0))
+        for key, (val, dim) in found.items():
             if sums[key] is None:
                 shape = list(val.shape)
                 shape[dim] = n
@@ -182,8 +191,9 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
             sums[key].index_add_(dim, who, val)
         counts.index_add_(0, who, torch.ones(m, device=device))
     c = counts.clamp_min(1.0)
-    return {"lv": sums["lv"] / c[None, :, None], "la": sums["la"] / c[None, :, None],
-            "fv": sums["fv"] / c[:, None], "fa": sums["fa"] / c[:, None], "clips": torch.tensor(len(clip_idx))}
+    res = {k: sums[k] / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
+    res["clips"] = torch.tensor(len(clip_idx))
+    return res
 
 
 def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str, *,
@@ -231,7 +241,11 @@ def assign(run_dir: str | Path, out: str | Path, *, cache: str | Path | None = N
                                   f"training cache ({ds.config.hash()} vs {run.ingest_hash}): re-ingest it with "
                                   "the run's settings (see the run's checkpoint ingest_config)")
         trained = run.train_config.modalities
-        if opts.method == "selavi" and trained != "both":
+        if opts.method == "selavi" and trained == "concat":
+            if opts.modality != "both":
+                raise VideolabelError("the run trained its heads on concatenated features (modalities=concat): "
+                                      "use --modality both")
+        elif opts.method == "selavi" and trained != "both":
             only = "visual" if trained == "video" else "audio"
             if opts.modality != only:
                 raise VideolabelError(f"the run trained only its {only} heads (modalities={trained}): "
@@ -259,7 +273,8 @@ def assign(run_dir: str | Path, out: str | Path, *, cache: str | Path | None = N
         if info.distributed:
             parts = [torch.load(out.with_name(f".{out.name}.part-{r}-of-{info.world_size}.pt"), weights_only=True)
                      for r in range(info.world_size)]
-            full = {k: torch.cat([p[k] for p in parts], dim=1 if k in ("lv", "la") else 0) for k in ("lv", "la", "fv", "fa")}
+            full = {k: torch.cat([p[k] for p in parts], dim=1 if k in LOG_PROB_KEYS else 0)
+                    for k in parts[0] if k != "clips"}
             full["clips"] = torch.tensor(sum(int(p["clips"]) for p in parts))
         else:
             full = local
@@ -307,8 +322,11 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
                     num_heads=1, head=0, pca=opts.pca)
     else:
-        logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality,
-                                  balance=run.train_config.balance_modalities)  # [H, n, K]
+        if "lf" in full:  # modalities=concat: the fusion heads
+            logp = full["lf"]
+        else:
+            logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality,
+                                      balance=run.train_config.balance_modalities)  # [H, n, K]
         p = torch.softmax(logp, dim=-1)  # renormalised combined distribution
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
@@ -316,8 +334,11 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         head = opts.head
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
-        av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
-        agree = np.where(has_audio.numpy(), av.numpy(), None)
+        if "lf" in full:
+            agree = None
+        else:
+            av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
+            agree = np.where(has_audio.numpy(), av.numpy(), None)
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head)
     meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")

@@ -108,7 +108,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process (default 16)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate per 16-clip batch (default 0.01)."),
     prior: Optional[str] = typer.Option(None, help="Cluster-size prior: uniform, gaussian or a file of K masses."),
-    modalities: Optional[str] = typer.Option(None, help="both (default), video or audio."),
+    modalities: Optional[str] = typer.Option(None, help="both (default), video, audio, or concat (one head set on both encoders' concatenated features: a baseline)."),
     workers: Optional[int] = typer.Option(None, help="Loader processes per training process (default 4)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",

@@ -133,8 +133,9 @@ def build_audio_encoder(preset: str | Preset) -> nn.Module:
     return enc
 
 
-def build_model(preset: str | Preset, num_clusters: int, num_heads: int) -> SeLaVi:
-    """A randomly initialised :class:`SeLaVi` for ``preset`` with ``num_heads`` heads of ``num_clusters``."""
+def build_model(preset: str | Preset, num_clusters: int, num_heads: int, *, fusion: bool = False) -> SeLaVi:
+    """A randomly initialised :class:`SeLaVi` for ``preset`` with ``num_heads`` heads of ``num_clusters``
+    (``fusion``: heads on the concatenated features instead, Table 3(b)'s baseline)."""
     p = get_preset(preset)
     model = SeLaVi(
         build_video_encoder(p),
@@ -143,6 +144,7 @@ def build_model(preset: str | Preset, num_clusters: int, num_heads: int) -> SeLa
         num_clusters=num_clusters,
         feat_dim_v=p.feat_dim_v,
         feat_dim_a=p.feat_dim_a,
+        fusion=fusion,
     )
     model.preset = p  # plain attribute, not a submodule
     return model

@@ -3,6 +3,9 @@
 A visual encoder ``f_v`` and an audio encoder ``f_a``, each followed by H clustering heads with K
 outputs. Head h of both modalities predicts the same labels (the labels come from the
 self-labelling step, outside this module).
+
+With ``fusion=True`` the module also holds H heads on the concatenated features ``[f_v; f_a]``: the
+paper's Table 3(b) baseline ("feature concatenation followed by a single clustering head").
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class SeLaVi(nn.Module):
     """Two encoders and their clustering heads.
 
     ``forward(video=[B,3,T,H,W], audio=[B,1,F,T])`` returns a dict with ``video_logits`` and/or
-    ``audio_logits`` of shape ``[H, B, K]`` (float32) for whichever modalities are given.
+    ``audio_logits`` of shape ``[H, B, K]`` (float32) for whichever modalities are given; a fusion
+    model (``fusion=True``) returns ``fused_logits`` ``[H, B, K]`` instead, and needs both.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class SeLaVi(nn.Module):
         num_clusters: int,
         feat_dim_v: int,
         feat_dim_a: int,
+        fusion: bool = False,
     ) -> None:
         super().__init__()
         self.video_encoder = video_encoder
@@ -51,6 +56,9 @@ class SeLaVi(nn.Module):
         self.preset = None  # set by presets.build_model (a Preset; plain attribute, not in state_dict)
         self.video_heads = make_heads(self.num_heads, self.feat_dim_v, self.num_clusters)
         self.audio_heads = make_heads(self.num_heads, self.feat_dim_a, self.num_clusters)
+        self.fusion = bool(fusion)
+        if self.fusion:
+            self.fused_heads = make_heads(self.num_heads, self.feat_dim_v + self.feat_dim_a, self.num_clusters)
 
     # -- encoders ---------------------------------------------------------------------------
     def encode_video(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +77,12 @@ class SeLaVi(nn.Module):
         """Logits of every head of ``modality`` on encoder features: ``[H, B, K]`` float32."""
         return stack_heads(self.heads(modality), features)
 
+    def fused_forward(self, features_v: torch.Tensor, features_a: torch.Tensor) -> torch.Tensor:
+        """Logits of every fusion head on ``[f_v; f_a]``: ``[H, B, K]`` float32 (``fusion=True`` only)."""
+        if not self.fusion:
+            raise ValueError("this SeLaVi has no fusion heads (built with fusion=False)")
+        return stack_heads(self.fused_heads, torch.cat([features_v, features_a], dim=1))
+
     def last_linear(self, modality: str, h: int) -> nn.Linear:
         """The last ``nn.Linear`` (``K x d``) of head ``h`` of ``modality``."""
         return self.heads(modality)[h].fc2
@@ -78,6 +92,11 @@ class SeLaVi(nn.Module):
         if video is None and audio is None:
             raise ValueError("SeLaVi.forward needs video, audio or both")
         out: dict[str, torch.Tensor] = {}
+        if self.fusion:
+            if video is None or audio is None:
+                raise ValueError("a fusion SeLaVi needs both video and audio")
+            out["fused_logits"] = self.fused_forward(self.encode_video(video), self.encode_audio(audio))
+            return out
         if video is not None:
             out["video_logits"] = self.heads_forward(self.encode_video(video), "video")
         if audio is not None:

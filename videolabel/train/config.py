@@ -14,6 +14,9 @@ import yaml
 from videolabel.errors import VideolabelError, first_line
 
 PRIORS = ("uniform", "gaussian")
+#: "both": SeLaVi; "video" / "audio": SeLa on one modality; "concat": one head set on the concatenated
+#: features of both encoders (the paper's Table 3(b) baseline).
+MODALITIES = ("both", "video", "audio", "concat")
 #: Fields that may change when a run is resumed: they do not change what is computed.
 RUNTIME_FIELDS = frozenset({"workers", "log_every", "compile", "checkpoint_every", "progress", "prefetch"})
 
@@ -51,7 +54,7 @@ class TrainConfig:
     # current weights before each pass), "eval" (the running averages) or "batch" (each batch's own)
     label_bn: str = "precise"
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
-    modalities: str = "both"  # "both", "video" (SeLa on frames), "audio"
+    modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
     flip: bool = True  # random horizontal flip of training clips (paper); off for content with a handedness
@@ -96,7 +99,7 @@ class TrainConfig:
         need(self.schedule_power > 0, "schedule_power must be > 0")
         need(self.prior in PRIORS or Path(self.prior).is_file(), f"prior {self.prior!r} is neither "
              f"{' nor '.join(PRIORS)} nor an existing file")
-        need(self.modalities in ("both", "video", "audio"), "modalities must be both, video or audio")
+        need(self.modalities in MODALITIES, f"modalities must be {', '.join(MODALITIES[:-1])} or {MODALITIES[-1]}")
         need(self.log_floor >= 0, "log_floor must be >= 0")
         need(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
         need(0 <= self.audio_shift <= 1, "audio_shift must be in [0, 1]")

@@ -250,7 +250,8 @@ class Trainer:
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
 
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.preset, num_clusters=K, num_heads=H).to(self.dev)
+        self.model = build_model(cfg.preset, num_clusters=K, num_heads=H,
+                                 fusion=cfg.modalities == "concat").to(self.dev)
         self.preset = self.model.preset
         if self.cuda and cfg.channels_last:
             self.model.to_channels_last()
@@ -440,18 +441,19 @@ class Trainer:
 
     @torch.no_grad()
     def head_log_probs(self, clip_indices: np.ndarray, aug_seed: int, *, softmax: bool = False,
-                       heads: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-head log-probabilities [len(heads), n, K] (all heads by default) of video and audio for
-        the given clips (in order), under train-time augmentations drawn per clip from (``aug_seed``,
-        clip index), model in label mode (:meth:`_set_label_mode`). With ``label_bn="eval"`` each row
-        depends only on its clip, never on batching or processes."""
+                       heads: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """Per-head log-probabilities [len(heads), n, K] (all heads by default) for the given clips (in
+        order), under train-time augmentations drawn per clip from (``aug_seed``, clip index), model in
+        label mode (:meth:`_set_label_mode`): ``{"video": ..., "audio": ...}``, or ``{"fused": ...}`` for a
+        ``modalities="concat"`` run. With ``label_bn="eval"`` each row depends only on its clip, never on
+        batching or processes."""
         bns = self._set_label_mode()
         K = self.cfg.num_clusters
         keep = list(range(self.cfg.num_heads)) if heads is None else list(heads)
         sel = torch.as_tensor(keep, dtype=torch.int64, device=self.dev)
         n = len(clip_indices)
-        out_v = torch.empty(len(keep), n, K, dtype=torch.float32, device=self.dev)
-        out_a = torch.empty(len(keep), n, K, dtype=torch.float32, device=self.dev)
+        names = ("fused",) if self.model.fusion else ("video", "audio")
+        out = {k: torch.empty(len(keep), n, K, dtype=torch.float32, device=self.dev) for k in names}
         loader = make_loader(self.ds, ListBatches(clip_indices, self.cfg.eval_batch_size),
                              self.cfg.workers, self.cuda, self.cfg.prefetch)
         fn = F.softmax if softmax else F.log_softmax
@@ -463,13 +465,13 @@ class Trainer:
             with self._autocast():
                 res = self.model(video=self.vaug_train(video, g), audio=self.aaug_train(audio, g))
             m = video.shape[0]
-            out_v[:, pos : pos + m] = fn(res["video_logits"].index_select(0, sel).float(), dim=-1)
-            out_a[:, pos : pos + m] = fn(res["audio_logits"].index_select(0, sel).float(), dim=-1)
+            for k in names:
+                out[k][:, pos : pos + m] = fn(res[f"{k}_logits"].index_select(0, sel).float(), dim=-1)
             pos += m
         self.model.train()
         for bn, momentum in bns:
             bn.momentum = momentum
-        return out_v, out_a
+        return out
 
     def recalibrate_bn(self, seed: int, *, train_aug: bool) -> int:
         """Precise BatchNorm statistics (:func:`recalibrate_batchnorm`) over ``precise_bn_clips`` clips.
@@ -534,8 +536,9 @@ class Trainer:
         if self.info.is_main and cfg.modalities == "both":
             g = _gen(seed_for(cfg.seed, _ALIGN))
             videos = torch.randperm(self.n, generator=g)[:ALIGN_MAX_VIDEOS].sort().values.numpy()
-            p_v, p_a = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _ALIGN, 1)),
-                                           seed_for(cfg.seed, _ALIGN, 2), softmax=True)
+            p = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _ALIGN, 1)),
+                                    seed_for(cfg.seed, _ALIGN, 2), softmax=True)
+            p_v, p_a = p["video"], p["audio"]
             for h in range(cfg.num_heads):
                 res = align_heads(p_a[h].cpu(), p_v[h].cpu(), proposals=cfg.align_proposals,
                                   restarts=cfg.align_restarts, seed=seed_for(cfg.seed, _ALIGN, 3, h))
@@ -575,13 +578,16 @@ class Trainer:
             mine = [h for h in range(H) if int(which[h]) == a]
             if not mine:
                 continue
-            lv, la = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
-                                         seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
+            out = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
+                                      seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
+            lv, la = out.get("video"), out.get("audio")
             for j, h in enumerate(mine):
                 if both:
                     argmaxes[:, h] = lv[j].argmax(-1)
                     argmaxes[:, H + h] = la[j].argmax(-1)
-                if cfg.modalities == "video":
+                if cfg.modalities == "concat":
+                    log_ps[h] = out["fused"][j]
+                elif cfg.modalities == "video":
                     log_ps[h] = lv[j]
                 elif cfg.modalities == "audio":
                     log_ps[h] = la[j]
@@ -590,7 +596,7 @@ class Trainer:
                     if cfg.balance_modalities:
                         pair = [lp * f for lp, f in zip(pair, self._balance_factors(pair, [present_v, present_a]))]
                     log_ps[h] = combine_log_probs(pair, [present_v, present_a])
-            del lv, la
+            del out, lv, la
         t_pass = time.perf_counter() - t0
         old = self.labels.clone()
         new_local = []
@@ -658,8 +664,9 @@ class Trainer:
                    step: int) -> torch.Tensor:
         """One SGD step of cross-entropy of every head of both encoders against its labels.
 
-        y: [H, B] labels; loss = 0.5 mean_h CE_video + 0.5 mean_h CE_audio (audio only where present).
-        Returns the loss (a device tensor: reading it is left to the caller, to avoid a sync)."""
+        y: [H, B] labels; loss = 0.5 mean_h CE_video + 0.5 mean_h CE_audio (audio only where present);
+        ``modalities="concat"``: mean_h CE of the fusion heads (a video without audio is fed its cached
+        filler spectrogram). Returns the loss (a device tensor: reading it is left to the caller, to avoid a sync)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
@@ -670,10 +677,12 @@ class Trainer:
             out = self.ddp_model(video=v, audio=a)
         H, B = y.shape
         losses = []
-        if v is not None:
+        if "fused_logits" in out:  # modalities="concat": one head set on [f_v; f_a]
+            losses.append(F.cross_entropy(out["fused_logits"].float().reshape(H * B, -1), y.reshape(-1)))
+        elif v is not None:
             lv = out["video_logits"].float().reshape(H * B, -1)
             losses.append(F.cross_entropy(lv, y.reshape(-1)))
-        if a is not None:
+        if a is not None and "audio_logits" in out:
             la = out["audio_logits"].float().reshape(H * B, -1)
             ce = F.cross_entropy(la, y.reshape(-1), reduction="none").reshape(H, B)
             w = has_audio.to(ce.dtype).expand(H, B)
