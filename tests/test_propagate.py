@@ -129,6 +129,23 @@ def test_conflicting_seeds_fall_back_to_neighbours(tmp_path):
     assert (lab[10], src[10]) == ("A", "neighbour")  # cluster 3 has no seeds
 
 
+def test_neighbour_fallback_in_blocks_matches_one_block(monkeypatch):
+    rng = np.random.default_rng(4)
+    n, n_seeds = 300, 40
+    df = frame(list(rng.integers(0, 100, n)))  # many clusters without seeds: most rows use neighbours
+    feats = rng.standard_normal((n, 8))
+    pick = rng.choice(n, n_seeds, replace=False)
+    feats[pick[1]] = feats[pick[0]]  # tied similarities must break the same way in every block layout
+    seeds = pd.DataFrame({"video_id": df["video_id"].iloc[pick].to_numpy(),
+                          "label": rng.choice(["a", "b", "c"], n_seeds)})
+    whole = propagate_labels(df, seeds, features=feats)
+    assert (whole["source"] == "neighbour").sum() > n // 2
+    import videolabel.propagate as P
+
+    monkeypatch.setattr(P, "_SIM_BLOCK", 3 * n_seeds)  # blocks of 3 rows, the last one short
+    pd.testing.assert_frame_equal(propagate_labels(df, seeds, features=feats), whole)
+
+
 def test_without_features_unseeded_abstain_and_conflicts_take_the_plurality():
     df, _, seeds = conflict_setup()
     out = propagate_labels(df, seeds)

@@ -68,6 +68,10 @@ SELECT_COLUMNS = ["path", "video_id", "cluster", "confidence", "reason", "label"
 SOURCES = ("seed", "cluster", "neighbour", "abstain")
 
 
+#: similarities held at once by the neighbour fallback (rows x seeds), about 64 MB of float32
+_SIM_BLOCK = 1 << 24
+
+
 def _id_column(df: pd.DataFrame) -> str:
     if "video_id" in df.columns:
         return "video_id"
@@ -318,16 +322,22 @@ def propagate_labels(
         else:
             x = align_features(df, features, normalise=True)
             k = min(5, len(seed_pos))
-            sims = x[need] @ x[seed_pos].T  # [m, S] cosine similarities
-            nn = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-            for row, i in enumerate(need):
-                votes: dict[str, list[float]] = {}
-                for j in nn[row]:
-                    votes.setdefault(seed_lab[j], []).append(float(sims[row, j]))
-                best = min(votes, key=lambda lab: (-len(votes[lab]), -sum(votes[lab]), lab))
-                mapped = np.clip((1.0 + np.asarray(votes[best])) / 2.0, 0.0, 1.0)
-                label[i], source[i] = best, "neighbour"
-                conf[i] = len(votes[best]) / k * float(mapped.mean())
+            xs = x[seed_pos].T
+            # [rows, S] similarities a block of rows at a time: memory stays bounded at millions of videos
+            block = max(1, _SIM_BLOCK // max(1, len(seed_pos)))
+            for lo in range(0, need.size, block):
+                rows = need[lo : lo + block]
+                sims = x[rows] @ xs  # cosine similarities
+                nn = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+                top = np.take_along_axis(sims, nn, axis=1)
+                for row, i in enumerate(rows):
+                    votes: dict[str, list[float]] = {}
+                    for j, sim in zip(nn[row], top[row]):
+                        votes.setdefault(seed_lab[j], []).append(float(sim))
+                    best = min(votes, key=lambda lab: (-len(votes[lab]), -sum(votes[lab]), lab))
+                    mapped = np.clip((1.0 + np.asarray(votes[best])) / 2.0, 0.0, 1.0)
+                    label[i], source[i] = best, "neighbour"
+                    conf[i] = len(votes[best]) / k * float(mapped.mean())
     low = (source != "abstain") & (source != "seed") & (conf < min_confidence)
     for i in np.flatnonzero(low):
         reason[i] = f"confidence {conf[i]:.3f} < min-confidence {min_confidence:g} ({source[i]})"
