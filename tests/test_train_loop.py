@@ -143,23 +143,29 @@ def test_kill_then_resume_matches_uninterrupted(avdigits_cache, tmp_path):
     assert steps == sorted(set(steps)), "metrics logged twice for the same step"
 
 
-def test_sigterm_checkpoints_and_resumes(avdigits_cache, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_signal_checkpoints_and_resumes(avdigits_cache, tmp_path, sig):
     cache, _ = avdigits_cache
     run = tmp_path / "run"
+    # Ctrl-C in a terminal signals the whole process group: the loader worker too (it must leave it alone)
+    workers = "1" if sig == signal.SIGINT else "0"
     args = ["--preset", "tiny", "--clusters", "10", "--heads", "1", "--epochs", "30", "--batch-size", "8",
-            "--workers", "0", "--set", "n_solves=2", "--set", "align_proposals=200", "--progress", "log",
+            "--workers", workers, "--set", "n_solves=2", "--set", "align_proposals=200", "--progress", "log",
             "--device", "cpu", "--set", "log_every=1"]
     proc = subprocess.Popen([sys.executable, "-m", "videolabel", "train", str(cache), "--out", str(run), *args],
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (run / "metrics.jsonl").is_file() and '"event": "train"' in (run / "metrics.jsonl").read_text():
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, sig)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, (proc.returncode, err)
-    assert "resume with --resume" in out
+    assert "resume with --resume" in out and "Traceback" not in err
+    if sig == signal.SIGINT:
+        assert "finishing the step and writing a checkpoint" in err
     import torch
 
     state = torch.load(run / "checkpoint-last.pt", weights_only=True)

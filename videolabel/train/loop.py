@@ -149,28 +149,40 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the training process, which checkpoints (:class:`_StopFlag`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(ds: ShardDataset, sampler: Sampler, workers: int, pin: bool, prefetch: int = 4) -> DataLoader:
     kw: dict[str, Any] = {}
     if workers > 0:
         kw["prefetch_factor"] = prefetch
+        kw["worker_init_fn"] = _ignore_sigint
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_identity, pin_memory=pin, **kw)
 
 
 class _StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM pre-emption): finish the step, checkpoint, exit."""
+    """SIGTERM / SIGUSR1 (SLURM pre-emption) and a first Ctrl-C (SIGINT): finish the step, checkpoint,
+    exit. A second Ctrl-C interrupts at once (the checkpoint of the last finished epoch remains)."""
 
     def __init__(self) -> None:
         self.raised = False
         self._old: dict[int, Any] = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
                 pass
 
     def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
+        if signum == signal.SIGINT:
+            if self.raised:
+                raise KeyboardInterrupt
+            print("videolabel: interrupted: finishing the step and writing a checkpoint "
+                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
         self.raised = True
 
     def restore(self) -> None:
