@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videolabel.cluster.combine import balance_scales, centred_sum_of_squares, combine_log_probs
+from videolabel.cluster.combine import balance_factors, balance_scales, centred_sum_of_squares, combine_log_probs
 
 
 def _lp(n: int, k: int, seed: int) -> torch.Tensor:
@@ -96,3 +96,15 @@ def test_balance_scales_equalises_spreads() -> None:
         balance_scales([1.0, -1.0])
     with pytest.raises(ValueError):
         centred_sum_of_squares(torch.zeros(3))
+
+
+def test_balance_factors_end_to_end_and_with_a_reduction() -> None:
+    g = torch.Generator().manual_seed(0)
+    lv = torch.log_softmax(3.0 * torch.randn(6, 4, generator=g), -1)
+    la = torch.log_softmax(torch.randn(6, 4, generator=g), -1)
+    has = torch.tensor([True, False, True, True, True, False])
+    rms = [float((x.double() - x.double().mean(1, keepdim=True)).square().mean().sqrt()) for x in (lv, la[has])]
+    want = balance_scales(rms)
+    assert balance_factors([lv, la], [None, has]) == pytest.approx(want)
+    # a reduction that doubles every sum (two identical processes) leaves the factors unchanged
+    assert balance_factors([lv, la], [None, has], all_reduce=lambda t: t.mul_(2)) == pytest.approx(want)

@@ -9,7 +9,6 @@ rescaling both to the same spread when the run trained with ``balance_modalities
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import videolabel
-from videolabel.cluster.combine import balance_scales, centred_sum_of_squares
+from videolabel.cluster.combine import balance_factors
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
@@ -210,11 +209,7 @@ def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tens
     if balance:
         lv, la = lv.clone(), la.clone()
         for h in range(lv.shape[0]):
-            spreads = []
-            for lp, present in ((lv[h], None), (la[h], has_audio)):
-                total, count = centred_sum_of_squares(lp, present)
-                spreads.append(math.sqrt(float(total) / float(count)) if float(count) > 0 else 0.0)
-            fv, fa = balance_scales(spreads)
+            fv, fa = balance_factors([lv[h], la[h]], [None, has_audio])
             lv[h].mul_(fv)
             la[h].mul_(fa)
     w = has_audio.to(lv.dtype)[None, :, None]

@@ -14,12 +14,13 @@ invariant to per-row shifts, so no renormalisation is needed for labelling.
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["balance_scales", "centred_sum_of_squares", "combine_log_probs"]
+__all__ = ["balance_factors", "balance_scales", "centred_sum_of_squares", "combine_log_probs"]
 
 
 def combine_log_probs(
@@ -127,3 +128,27 @@ def balance_scales(spreads: Sequence[float]) -> list[float]:
         raise ValueError(f"spreads must be non-negative, got {list(spreads)}")
     target = sum(spreads) / len(spreads)
     return [target / s if s > 0 else 1.0 for s in spreads]
+
+
+def balance_factors(log_ps: Sequence[Tensor], present: Sequence[Tensor | None],
+                    all_reduce: Callable[[Tensor], Any] | None = None) -> list[float]:
+    """The :func:`balance_scales` factors of some modalities' log-probabilities, end to end.
+
+    Each modality's spread is the root mean square of its row-centred values over its present rows
+    (:func:`centred_sum_of_squares`). ``all_reduce`` (e.g. ``torch.distributed.all_reduce``), when
+    given, sums the ``[M, 2]`` table of sums in place across processes first, so every process gets the
+    factors of the whole data set.
+
+    Args:
+        log_ps: M tensors [N, K].
+        present: M masks (None or boolean [N]), as for :func:`combine_log_probs`.
+        all_reduce: optional in-place sum across processes.
+
+    Returns:
+        One factor per modality.
+    """
+    sums = torch.stack([torch.stack(centred_sum_of_squares(lp, m)) for lp, m in zip(log_ps, present)])
+    if all_reduce is not None:
+        all_reduce(sums)
+    spreads = [math.sqrt(s / c) if c > 0 else 0.0 for s, c in sums.tolist()]
+    return balance_scales(spreads)

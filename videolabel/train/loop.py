@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 
 import videolabel
 from videolabel.cluster.align import align_heads, permute_linear_
-from videolabel.cluster.combine import balance_scales, centred_sum_of_squares, combine_log_probs
+from videolabel.cluster.combine import balance_factors, combine_log_probs
 from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior
 from videolabel.cluster.schedule import clustering_schedule
 from videolabel.cluster.sinkhorn import sinkhorn
@@ -606,7 +606,9 @@ class Trainer:
                 else:
                     pair = [lv[j], la[j]]
                     if cfg.balance_modalities:
-                        pair = [lp * f for lp, f in zip(pair, self._balance_factors(pair, [present_v, present_a]))]
+                        factors = balance_factors(pair, [present_v, present_a],
+                                                  torch.distributed.all_reduce if D.is_dist() else None)
+                        pair = [lp * f for lp, f in zip(pair, factors)]
                     log_ps[h] = combine_log_probs(pair, [present_v, present_a])
             del out, lv, la
         t_pass = time.perf_counter() - t0
@@ -635,14 +637,6 @@ class Trainer:
             m.update(modality_agreement_metrics(self.labels, D.all_gather_rows(argmaxes, self.n).T.cpu(),
                                                 self.has_audio.cpu()))
         return m
-
-    def _balance_factors(self, log_ps: list[torch.Tensor], present: list[torch.Tensor]) -> list[float]:
-        """Per-modality factors of :func:`balance_scales`, the spreads summed over every process's rows."""
-        sums = torch.stack([torch.stack(centred_sum_of_squares(lp, m)) for lp, m in zip(log_ps, present)])
-        if D.is_dist():
-            torch.distributed.all_reduce(sums)
-        spreads = [math.sqrt(float(s) / float(c)) if float(c) > 0 else 0.0 for s, c in sums.tolist()]
-        return balance_scales(spreads)
 
     def _solve_metrics(self, old: torch.Tensor, t_pass: float, t_total: float) -> dict[str, Any]:
         K = self.cfg.num_clusters
