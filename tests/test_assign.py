@@ -134,8 +134,9 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
                                  device="cpu").out)
     aud = pd.read_parquet(assign(run, tmp_path / "au.parquet", options=AssignOptions(workers=0, modality="audio"),
                                  device="cpu").out)
-    # av_agree of the combined file says whether the single-modality predictions agree
-    agree = (vis["cluster_h0"] == aud["cluster_h0"]).to_numpy()
+    # av_agree of the combined file says whether the single-modality predictions of its chosen head agree
+    h = _meta(tmp_path / "b.parquet")["head"]
+    agree = (vis[f"cluster_h{h}"] == aud[f"cluster_h{h}"]).to_numpy()
     assert (base["av_agree"].to_numpy(dtype=bool) == agree).all()
     meta = json.loads(pq.read_schema(tmp_path / "v.parquet").metadata[b"videolabel"])
     assert meta["modality"] == "visual"
@@ -175,7 +176,84 @@ def test_two_processes_cover_odd_count_once(tiny_run, tmp_path):
                                  options=AssignOptions(workers=0), device="cpu").out)
     assert len(two) == 7 and two["video_id"].is_unique
     pd.testing.assert_frame_equal(one[["video_id", "cluster"]], two[["video_id", "cluster"]])
-    assert not list(tmp_path.glob(".two.parquet.part-*"))
+    assert not list(tmp_path.glob(".two.parquet.part*"))
+
+
+@pytest.fixture(scope="module")
+def second_run(tiny_run, tmp_path_factory):
+    """The tiny run's training again with another seed: a second candidate for run choice."""
+    _, cache, _ = tiny_run
+    run = tmp_path_factory.mktemp("assign-seed1") / "run"
+    cfg = make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
+                                 n_solves=1, align_proposals=200, progress="none", seed=1))
+    train(cache, run, cfg, device="cpu")
+    return run
+
+
+def _meta(path: Path) -> dict:
+    return json.loads(pq.read_schema(path).metadata[b"videolabel"])
+
+
+def test_auto_head_is_the_one_whose_towers_agree_most(tiny_run, tmp_path):
+    """Default ``--head auto``: the head scores are the NMI between the frames-only and the audio-only
+    assignments of the same run (recomputed here from those files), and ``cluster`` is the best head."""
+    from videolabel.metrics import nmi
+
+    run, _, _ = tiny_run
+    s = assign(run, tmp_path / "auto.parquet", options=AssignOptions(workers=0), device="cpu")
+    df, meta = pd.read_parquet(tmp_path / "auto.parquet"), _meta(tmp_path / "auto.parquet")
+    v = pd.read_parquet(assign(run, tmp_path / "v.parquet", options=AssignOptions(workers=0, modality="visual")).out)
+    a = pd.read_parquet(assign(run, tmp_path / "a.parquet", options=AssignOptions(workers=0, modality="audio")).out)
+    has = df["has_audio"].to_numpy(bool)
+    want = [nmi(v[f"cluster_h{h}"][has], a[f"cluster_h{h}"][has]) for h in range(3)]
+    assert meta["head_av_nmi"] == pytest.approx(want, abs=1e-5)
+    assert meta["head_choice"] == "auto" and meta["head"] == int(np.argmax(want)) == s.meta["head"]
+    assert (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
+    fixed = _meta(assign(run, tmp_path / "f.parquet", options=AssignOptions(workers=0, head="2")).out)
+    assert fixed["head"] == 2 and fixed["head_choice"] == "fixed" and fixed["head_av_nmi"] == meta["head_av_nmi"]
+
+
+def test_several_runs_write_the_most_agreeing_one(tiny_run, second_run, tmp_path):
+    run, _, _ = tiny_run
+    s = assign([run, second_run], tmp_path / "both.parquet", options=AssignOptions(workers=0), device="cpu")
+    choice = s.meta["run_choice"]
+    cands = choice["candidates"]
+    assert [c["run"] for c in cands] == [str(run), str(second_run)]
+    best = max(cands, key=lambda c: c["head_av_nmi"][c["head"]])
+    assert choice["chosen"] == best["run"] and s.meta["head"] == best["head"]
+    for c in cands:
+        alone = _meta(assign(Path(c["run"]), tmp_path / "alone.parquet", options=AssignOptions(workers=0)).out)
+        assert alone["head_av_nmi"] == c["head_av_nmi"] and alone["head"] == c["head"]
+    alone = pd.read_parquet(assign(Path(best["run"]), tmp_path / "best.parquet", options=AssignOptions(workers=0)).out)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "both.parquet"), alone)
+    # under torchrun: the same choice and rows
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "videolabel", "assign", str(run), str(second_run), "--out", str(tmp_path / "two.parquet"),
+                        "--workers", "0", "--device", "cpu"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"chose run {best['run']}" in r.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two.parquet"), alone)
+    assert _meta(tmp_path / "two.parquet")["run_choice"]["candidates"] == cands
+    assert not list(tmp_path.glob(".two.parquet.part*"))
+
+
+def test_several_runs_refused_cleanly(tiny_run, second_run, tmp_path):
+    import shutil
+
+    run, _, _ = tiny_run
+    r = cli("assign", str(run), str(second_run), "--out", str(tmp_path / "x.parquet"), "--method", "kmeans")
+    assert r.returncode == 2 and "--method selavi" in r.stderr and "Traceback" not in r.stderr
+    moved = tmp_path / "moved"  # a copy of the second run that records another cache of the same settings
+    shutil.copytree(second_run, moved)
+    other = tmp_path / "cache-copy"
+    shutil.copytree(json.loads((second_run / "run.json").read_text())["cache"], other)
+    info = json.loads((moved / "run.json").read_text())
+    (moved / "run.json").write_text(json.dumps({**info, "cache": str(other)}))
+    r = cli("assign", str(run), str(moved), "--out", str(tmp_path / "x.parquet"), "--workers", "0")
+    assert r.returncode == 2 and "different caches" in r.stderr and "Traceback" not in r.stderr
+    r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "best")
+    assert r.returncode == 2 and "--head must be auto or a head index" in r.stderr
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_clean_errors(tiny_run, tmp_path):

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,7 @@ LAYOUTS = ("wide", "long")
 class AssignOptions:
     method: str = "selavi"  # "selavi" (the heads) or "kmeans" (k-means on pooled encoder features)
     modality: str = "both"  # "both", "audio" or "visual"
-    head: int = 0  # head whose cluster fills the top-level `cluster` column
+    head: int | str = "auto"  # head that fills the top-level `cluster` column, or "auto" (see choose_head)
     clips: int | None = None  # clips per video to average (None: all cached clips)
     degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
     layout: str = "wide"
@@ -73,6 +73,11 @@ class AssignOptions:
             raise VideolabelError("--batch-size must be >= 1")
         if self.pca < 0:
             raise VideolabelError("--pca must be >= 0")
+        if self.head != "auto":
+            try:
+                self.head = int(self.head)
+            except (TypeError, ValueError):
+                raise VideolabelError(f"--head must be auto or a head index, got {self.head!r}") from None
         return self
 
 
@@ -216,79 +221,132 @@ def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tens
     return (lv + w * la) / (1.0 + w)
 
 
-def assign(run_dir: str | Path, out: str | Path, *, cache: str | Path | None = None,
+def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache: str | Path | None = None,
            options: AssignOptions | None = None, device: str | None = None) -> AssignSummary:
     """Label every video of ``cache`` (default: the run's training cache) and write Parquet to ``out``.
+
+    ``run_dir`` may name several runs (say, the same training with different seeds): each labels the
+    videos, and the run whose chosen head's frames-only and audio-only clusters agree most
+    (:mod:`videolabel.cluster.select`) is the one written, with every candidate's scores in the file's
+    metadata (``run_choice``). No ground truth is used.
 
     Under torchrun each process labels a contiguous share of the videos and writes a part file; rank 0
     joins the parts in order, so no video is dropped or duplicated whatever the number of processes."""
     opts = (options or AssignOptions()).validate()
+    runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    if not runs:
+        raise VideolabelError("give at least one run folder")
+    if len(runs) > 1 and opts.method != "selavi":
+        raise VideolabelError("choosing among several runs needs --method selavi (it compares the heads' "
+                              "audio-visual agreement)")
     info = D.setup(device)
     t0 = time.perf_counter()
     try:
-        run = load_run(run_dir, info.device, random_init=opts.random_init)
-        cache_dir = Path(cache) if cache else (Path(run.cache) if run.cache else None)
-        if cache_dir is None:
-            raise VideolabelError("the run does not record its cache: pass --cache")
-        ds = ShardDataset(cache_dir)
-        if ds.config.hash() != run.ingest_hash:
-            raise VideolabelError(f"cache {cache_dir} was ingested with a different config than the run's "
-                                  f"training cache ({ds.config.hash()} vs {run.ingest_hash}): re-ingest it with "
-                                  "the run's settings (see the run's checkpoint ingest_config)")
-        trained = run.train_config.modalities
-        if opts.method == "selavi" and trained == "concat":
-            if opts.modality != "both":
-                raise VideolabelError("the run trained its heads on concatenated features (modalities=concat): "
-                                      "use --modality both")
-        elif opts.method == "selavi" and trained != "both":
-            only = "visual" if trained == "video" else "audio"
-            if opts.modality != only:
-                raise VideolabelError(f"the run trained only its {only} heads (modalities={trained}): "
-                                      f"use --modality {only}")
-        if not 0 <= opts.head < run.train_config.num_heads:
-            raise VideolabelError(f"--head must be in 0..{run.train_config.num_heads - 1}")
         out = Path(out)
-        if info.is_main:
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise VideolabelError(f"cannot write {out}: {exc.strerror}") from None
-        n = len(ds.videos)
-        start, stop = D.split_range(n, info.world_size, info.rank)
-        res = infer(run, ds, np.arange(start, stop), opts, info.device)
-        part = out.with_name(f".{out.name}.part-{info.rank}-of-{info.world_size}.pt")
-        local = {k: v.cpu() for k, v in res.items()}
-        if info.distributed:
-            torch.save(local, part)
-            D.barrier()
+        best: tuple[float, str, RunModel, ShardDataset, dict[str, torch.Tensor]] | None = None
+        candidates: list[dict[str, Any]] = []
+        cache_used: Path | None = None
+        for i, rd in enumerate(runs):
+            run = load_run(rd, info.device, random_init=opts.random_init)
+            ds, cache_dir = _open_cache(run, cache)
+            _check_run(run, opts, several=len(runs) > 1)
+            if cache_used is not None and cache_dir.resolve() != cache_used.resolve():
+                raise VideolabelError(f"runs {runs[0]} and {rd} label different caches ({cache_used} and "
+                                      f"{cache_dir}): pass --cache to label the same videos with each")
+            cache_used = cache_dir
+            if info.is_main and i == 0:
+                try:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise VideolabelError(f"cannot write {out}: {exc.strerror}") from None
+            n = len(ds.videos)
+            start, stop = D.split_range(n, info.world_size, info.rank)
+            res = infer(run, ds, np.arange(start, stop), opts, info.device)
+            full = _gather({k: v.cpu() for k, v in res.items()}, out, i, info)
+            if full is None:  # not the main process
+                continue
+            if len(runs) == 1:
+                best = (0.0, str(rd), run, ds, full)
+                break
+            has_audio = torch.as_tensor(ds.videos["has_audio"].to_numpy(bool).copy())
+            head, scores = _pick_head(run, full, has_audio, opts.head)
+            assert scores is not None  # _check_run: both towers trained
+            candidates.append({"run": str(rd), "run_id": run.run_id, "checkpoint_sha1": run.checkpoint_sha1,
+                               "head": head, "head_av_nmi": scores})
+            if best is None or scores[head] > best[0]:
+                best = (scores[head], str(rd), run, ds, full)
         if not info.is_main:
-            D.barrier()
-            return AssignSummary(out=str(out), videos=n, clips=0, seconds=0.0, clips_per_s=0.0,
+            return AssignSummary(out=str(out), videos=len(ds.videos), clips=0, seconds=0.0, clips_per_s=0.0,
                                  method=opts.method, num_clusters=0, num_heads=0, clusters_used=0)
-        if info.distributed:
-            parts = [torch.load(out.with_name(f".{out.name}.part-{r}-of-{info.world_size}.pt"), weights_only=True)
-                     for r in range(info.world_size)]
-            full = {k: torch.cat([p[k] for p in parts], dim=1 if k in LOG_PROB_KEYS else 0)
-                    for k in parts[0] if k != "clips"}
-            full["clips"] = torch.tensor(sum(int(p["clips"]) for p in parts))
-        else:
-            full = local
+        assert best is not None
+        _, chosen, run, ds, full = best
         table, meta = _build_table(run, ds, full, opts)
+        if candidates:
+            meta["run_choice"] = {"chosen": chosen, "candidates": candidates}
         _write_parquet(table, out, meta)
         feat_path = _write_features(ds, full, opts) if opts.features else None
-        if info.distributed:
-            for r in range(info.world_size):
-                out.with_name(f".{out.name}.part-{r}-of-{info.world_size}.pt").unlink(missing_ok=True)
-            D.barrier()
         secs = time.perf_counter() - t0
         clips = int(full["clips"])
         used = int(table["cluster"].nunique())
-        return AssignSummary(out=str(out), videos=n, clips=clips, seconds=round(secs, 2),
-                             clips_per_s=round(clips / max(secs, 1e-9), 2), method=meta["method"],
-                             num_clusters=meta["num_clusters"], num_heads=meta["num_heads"], clusters_used=used,
-                             features=feat_path, meta=meta)
+        return AssignSummary(out=str(out), videos=len(ds.videos), clips=clips, seconds=round(secs, 2),
+                             clips_per_s=round(clips * max(len(runs), 1) / max(secs, 1e-9), 2),
+                             method=meta["method"], num_clusters=meta["num_clusters"], num_heads=meta["num_heads"],
+                             clusters_used=used, features=feat_path, meta=meta)
     finally:
         D.teardown()
+
+
+def _open_cache(run: RunModel, cache: str | Path | None) -> tuple[ShardDataset, Path]:
+    """The cache to label (default: the run's training cache), checked against the run's ingest settings."""
+    cache_dir = Path(cache) if cache else (Path(run.cache) if run.cache else None)
+    if cache_dir is None:
+        raise VideolabelError("the run does not record its cache: pass --cache")
+    ds = ShardDataset(cache_dir)
+    if ds.config.hash() != run.ingest_hash:
+        raise VideolabelError(f"cache {cache_dir} was ingested with a different config than the run's "
+                              f"training cache ({ds.config.hash()} vs {run.ingest_hash}): re-ingest it with "
+                              "the run's settings (see the run's checkpoint ingest_config)")
+    return ds, cache_dir
+
+
+def _check_run(run: RunModel, opts: AssignOptions, *, several: bool) -> None:
+    """Refuse labelling from heads the run did not train, and an out-of-range ``--head``."""
+    trained = run.train_config.modalities
+    if opts.method == "selavi" and trained == "concat":
+        if opts.modality != "both":
+            raise VideolabelError("the run trained its heads on concatenated features (modalities=concat): "
+                                  "use --modality both")
+    elif opts.method == "selavi" and trained != "both":
+        only = "visual" if trained == "video" else "audio"
+        if opts.modality != only:
+            raise VideolabelError(f"the run trained only its {only} heads (modalities={trained}): "
+                                  f"use --modality {only}")
+    if several and trained != "both":
+        raise VideolabelError(f"choosing among several runs needs runs that trained both towers; {run.run_id} "
+                              f"has modalities={trained}")
+    if opts.head != "auto" and not 0 <= opts.head < run.train_config.num_heads:
+        raise VideolabelError(f"--head must be auto or in 0..{run.train_config.num_heads - 1}")
+
+
+def _gather(local: dict[str, torch.Tensor], out: Path, index: int, info: Any) -> dict[str, torch.Tensor] | None:
+    """Every process's share of :func:`infer`'s result joined in rank order on the main process (None
+    elsewhere), through part files beside ``out`` that are removed once read."""
+    if not info.distributed:
+        return local
+    def part(r: int) -> Path:
+        return out.with_name(f".{out.name}.part{index}-{r}-of-{info.world_size}.pt")
+    torch.save(local, part(info.rank))
+    D.barrier()
+    full = None
+    if info.is_main:
+        parts = [torch.load(part(r), weights_only=True) for r in range(info.world_size)]
+        full = {k: torch.cat([p[k] for p in parts], dim=1 if k in LOG_PROB_KEYS else 0)
+                for k in parts[0] if k != "clips"}
+        full["clips"] = torch.tensor(sum(int(p["clips"]) for p in parts))
+        for r in range(info.world_size):
+            part(r).unlink(missing_ok=True)
+    D.barrier()
+    return full
 
 
 def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions
@@ -326,7 +384,7 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
         probs = top2.values[..., 0].numpy().astype(np.float32)
-        head = opts.head
+        head, scores = _pick_head(run, full, has_audio, opts.head)
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
         if "lf" in full:
@@ -335,7 +393,8 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
             av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
             agree = np.where(has_audio.numpy(), av.numpy(), None)
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
-                    num_heads=run.train_config.num_heads, head=head)
+                    num_heads=run.train_config.num_heads, head=head,
+                    head_choice="auto" if opts.head == "auto" else "fixed", head_av_nmi=scores)
     meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
     if opts.degrade > 1 and not opts.name:
         meta["name"] += f"-degrade{opts.degrade}"
@@ -360,6 +419,23 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
     table["av_agree"] = pd.array(agree, dtype="boolean") if agree is not None else pd.array([pd.NA] * len(table),
                                                                                             dtype="boolean")
     return table, meta
+
+
+def _pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str
+               ) -> tuple[int, list[float] | None]:
+    """The head that fills ``cluster``, and every head's audio-visual agreement score (None where the run
+    has no two trained towers to compare: ``modalities`` concat, video or audio). ``"auto"`` picks the
+    head whose frames-only and audio-only clusters agree most on the videos being labelled
+    (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare."""
+    from videolabel.cluster.select import audio_visual_nmi, choose_head
+
+    scores = None
+    if run.train_config.modalities == "both" and "lv" in full:
+        scores = audio_visual_nmi(full["lv"].argmax(-1).numpy(), full["la"].argmax(-1).numpy(), has_audio.numpy())
+        scores = [round(x, 6) for x in scores]
+    if head != "auto":
+        return int(head), scores
+    return (choose_head(scores) if scores is not None else 0), scores
 
 
 def _pooled_features(full: dict[str, torch.Tensor], has_audio: torch.Tensor, modality: str, *,

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -177,7 +177,8 @@ def train(
 
 @app.command()
 def assign(
-    run: Path = typer.Argument(..., help="Run folder written by `videolabel train`."),
+    run: List[Path] = typer.Argument(..., help="Run folder written by `videolabel train`; several (e.g. seeds): "
+                                     "the one whose towers agree most is written."),
     out: Path = typer.Option(..., "--out", "-o", help="Assignments Parquet file to write."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache to label (default: the run's training cache)."),
     method: str = typer.Option("selavi", help="selavi (the trained heads) or kmeans (on pooled encoder features)."),
@@ -185,7 +186,9 @@ def assign(
     k: Optional[int] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K)."),
     pca: int = typer.Option(32, "--pca", help="k-means: PCA-whiten each modality's features to N dims first (0: L2 only)."),
     modality: str = typer.Option("both", help="both, audio or visual."),
-    head: int = typer.Option(0, help="Head that fills the top-level `cluster` column."),
+    head: str = typer.Option("auto", help="Head that fills the top-level `cluster` column: an index, or auto "
+                             "(the head whose frames-only and audio-only clusters agree most; head 0 where the run "
+                             "has one trained tower)."),
     clips: Optional[int] = typer.Option(None, help="Clips per video to average (default: all cached clips)."),
     degrade: int = typer.Option(1, help="Degrade frames by nearest down/up-sampling by this factor (Fig. 2)."),
     layout: str = typer.Option("wide", help="wide (a row per video) or long (a row per video and head)."),
@@ -209,7 +212,7 @@ def assign(
     opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
                          random_init=random_init, k=k, pca=pca, batch_size=batch_size, workers=workers, seed=seed,
                          features=str(features) if features else None, name=name)
-    summary = run_assign(run, out, cache=cache, options=opts, device=device)
+    summary = run_assign(run[0] if len(run) == 1 else run, out, cache=cache, options=opts, device=device)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if json_out:
@@ -217,6 +220,17 @@ def assign(
         return
     typer.echo(f"assigned {summary.videos} videos ({summary.clips} clips, {summary.clips_per_s:.1f} clips/s) "
                f"with {summary.method}: {summary.clusters_used} of {summary.num_clusters} clusters used")
+    choice = summary.meta.get("run_choice")
+    if choice:
+        for c in choice["candidates"]:
+            mark = "*" if c["run"] == choice["chosen"] else " "
+            typer.echo(f"{mark} {c['run']}: head {c['head']} frames-vs-audio NMI {c['head_av_nmi'][c['head']]:.3f}")
+        typer.echo(f"chose run {choice['chosen']} (highest audio-visual agreement; * above)")
+    scores = summary.meta.get("head_av_nmi")
+    if scores:
+        how = "chosen by audio-visual agreement" if summary.meta.get("head_choice") == "auto" else "as asked"
+        typer.echo(f"cluster = head {summary.meta['head']} ({how}; frames-vs-audio NMI per head: "
+                   + ", ".join(f"{x:.2f}" for x in scores) + ")")
     if summary.features:
         typer.echo(f"wrote {summary.features}")
     typer.echo(f"wrote {summary.out}")

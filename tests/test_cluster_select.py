@@ -1,0 +1,65 @@
+"""Label-free head choice: audio-visual NMI per head against a brute-force NMI, masking, ties, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from videolabel.cluster.select import audio_visual_nmi, choose_head
+
+
+def brute_nmi(a: list[int], b: list[int]) -> float:
+    """NMI = MI / mean(H(a), H(b)) by counting pairs (eq. 8)."""
+    n = len(a)
+    pa = {x: a.count(x) / n for x in set(a)}
+    pb = {y: b.count(y) / n for y in set(b)}
+    pab: dict[tuple[int, int], float] = {}
+    for x, y in zip(a, b):
+        pab[(x, y)] = pab.get((x, y), 0.0) + 1 / n
+    mi = sum(p * math.log(p / (pa[x] * pb[y])) for (x, y), p in pab.items())
+    ha = -sum(p * math.log(p) for p in pa.values())
+    hb = -sum(p * math.log(p) for p in pb.values())
+    return 1.0 if ha + hb == 0 else mi / (0.5 * (ha + hb))
+
+
+def test_matches_brute_force_per_head_and_skips_videos_without_audio():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 4, size=(3, 40))
+    a = v.copy()
+    a[1] = rng.integers(0, 4, size=40)  # head 1: the towers disagree
+    a[2, :10] = (a[2, :10] + 1) % 4  # head 2: a quarter of the videos disagree
+    has = np.ones(40, dtype=bool)
+    has[-5:] = False
+    a[:, -5:] = 99  # whatever a video without audio holds is ignored
+    got = audio_visual_nmi(v, a, has)
+    want = [brute_nmi(v[h][:35].tolist(), a[h][:35].tolist()) for h in range(3)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[0] == pytest.approx(1.0) and got[1] < got[2] < got[0]
+    assert choose_head(got) == 0
+    assert choose_head(got[1:]) == 1  # of heads 1 and 2, the agreeing one
+
+
+def test_permuted_cluster_ids_agree_fully():
+    """The score ignores cluster names: a head whose audio ids are a permutation of the video ids agrees."""
+    v = np.array([[0, 0, 1, 1, 2, 2]])
+    a = np.array([[2, 2, 0, 0, 1, 1]])
+    assert audio_visual_nmi(v, a) == pytest.approx([1.0])
+
+
+def test_too_few_videos_with_audio_and_ties():
+    v = np.zeros((2, 4), dtype=int)
+    assert audio_visual_nmi(v, v, [True, False, False, False]) == [0.0, 0.0]
+    assert choose_head([0.3, 0.5, 0.5]) == 1
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"\[H, N\]"):
+        audio_visual_nmi(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="has_audio"):
+        audio_visual_nmi(np.zeros((2, 3)), np.zeros((2, 3)), [True])
+    with pytest.raises(ValueError, match="one score"):
+        choose_head([])
+    with pytest.raises(ValueError, match="finite"):
+        choose_head([0.1, float("nan")])
