@@ -73,7 +73,7 @@ def test_json_numbers(first_run):
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     assert set(doc["tables"]) == set(TABLE_KEYS)
-    expected_rows = {"5": 4, "2": 3, "3": 7, "a2": 4, "f2": 12}
+    expected_rows = {"5": 6, "2": 3, "3": 7, "a2": 4, "f2": 12}
     for key, res in doc["tables"].items():
         assert len(res["rows"]) == expected_rows[key]
         for row in res["rows"]:
@@ -121,3 +121,25 @@ def test_rerun_reuses_everything(first_run):
     assert doc["runs_trained"] == [] and len(doc["runs_reused"]) == 10
     assert doc["assignments_made"] == 0
     assert second_s < first_s
+
+
+def test_label_free_rows(first_run):
+    """Table 5's label-free rows read the head that `assign --head auto` chose; the head-0 row reads head 0
+    of the same file."""
+    import pyarrow.parquet as pq
+
+    _, tmp, _, _ = first_run
+    doc = json.loads((tmp / "r.json").read_text())
+    rows = {r["name"]: r for r in doc["tables"]["5"]["rows"]}
+    h0, chosen = rows["SeLaVi, head 0"], rows["SeLaVi, head chosen by A/V agreement"]
+    picked = rows["SeLaVi, seed and head chosen by A/V agreement"]
+    for split in ("train", "heldout"):
+        for e0, ec in zip(h0["per_seed"], chosen["per_seed"]):
+            assert e0[split]["file"] == ec[split]["file"]
+            meta = json.loads(pq.read_schema(ec[split]["file"]).metadata[b"videolabel"])
+            scores = meta["head_av_nmi"]
+            assert ec[split]["head"] == meta["head"] == scores.index(max(scores))
+            assert ec[split]["scores"] == ec[split]["chosen"] and e0[split]["scores"] == e0[split]["head0"]
+        assert len(picked["per_seed"]) == 1  # one value from all seeds' runs
+        if len(doc["settings"]["seeds"]) == 1:  # one candidate: the chosen-head assignment of that run
+            assert picked[split]["nmi"]["mean"] == pytest.approx(chosen[split]["nmi"]["mean"])
