@@ -275,3 +275,13 @@ def test_modality_agreement_metrics_by_hand():
     want = np.mean([nmi(labels[h].numpy()[ok], audio[h].numpy()[ok]) for h in range(2)])
     assert m["labels_nmi_audio"] == pytest.approx(want)
     assert modality_agreement_metrics(labels, torch.cat([video, audio]), torch.zeros(n, dtype=torch.bool)) == {}
+
+
+def test_library_train_reports_progress_from_config(avdigits_cache, tmp_path, capfd):
+    """``train()`` without a progress object follows ``cfg.progress`` (here: log lines on stderr)."""
+    cache, _ = avdigits_cache
+    s = train(cache, tmp_path / "run", tiny_cfg(epochs=1, n_solves=1, progress="log"), device="cpu")
+    err = capfd.readouterr().err
+    assert s.finished and f"train: step {s.total_steps}/{s.total_steps}" in err
+    train(cache, tmp_path / "quiet", tiny_cfg(epochs=1, n_solves=1, progress="none"), device="cpu")
+    assert "train:" not in capfd.readouterr().err

@@ -818,9 +818,16 @@ def _hash_ids(ids: list[str]) -> str:
 
 def train(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
           gt: str | Path | None = None, device: str | None = None, progress: Any = None) -> TrainSummary:
-    """Train SeLaVi on a cache; the library entry point behind ``videolabel train``."""
+    """Train SeLaVi on a cache; the library entry point behind ``videolabel train``.
+
+    ``progress``: an object with ``start(total, done)``, ``update(step, metrics)`` and ``stop()`` (see
+    :class:`~videolabel.train.progress.TrainProgress`); default: ``TrainProgress(cfg.progress)``."""
     try:
         trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device)
+        if progress is None:
+            from videolabel.train.progress import TrainProgress
+
+            progress = TrainProgress(cfg.progress)
         return trainer.run(progress=progress if trainer.info.is_main else None)
     finally:
         D.teardown()
