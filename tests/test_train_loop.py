@@ -285,3 +285,25 @@ def test_library_train_reports_progress_from_config(avdigits_cache, tmp_path, ca
     assert s.finished and f"train: step {s.total_steps}/{s.total_steps}" in err
     train(cache, tmp_path / "quiet", tiny_cfg(epochs=1, n_solves=1, progress="none"), device="cpu")
     assert "train:" not in capfd.readouterr().err
+
+
+def test_one_writer_per_run_folder(avdigits_cache, tmp_path):
+    """While a process trains into RUN/, a second `train --out RUN/` (fresh or --resume) fails with a one-line
+    error naming the holder, and writes nothing; once the holder ends, the folder is free again."""
+    from videolabel.fsutil import FolderLock
+
+    cache, _ = avdigits_cache
+    run = tmp_path / "run"
+    first = Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), device="cpu")
+    with pytest.raises(VideolabelError, match=f"in use by pid {os.getpid()}"):
+        Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), device="cpu")
+    assert first.run().finished  # the refused second Trainer changed nothing
+    assert (run / "model-final.pt").is_file()
+    lock = FolderLock(run, "run folder").acquire()  # another process's view: the CLI while we hold it
+    try:
+        r = cli("train", str(cache), "--out", str(run), "--resume", "--progress", "none", "--device", "cpu")
+        assert r.returncode == 2 and "in use by pid" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    finally:
+        lock.release()
+    Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), resume=True, device="cpu").close()

@@ -66,3 +66,47 @@ def write_user_file(write, path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise VideolabelError(f"cannot write {p}: {exc.strerror or exc}") from None
     return p
+
+
+class FolderLock:
+    """An exclusive advisory lock on ``FOLDER/.lock`` (``fcntl.flock``), so that two processes do not write
+    one folder at once. The operating system drops it when the holder exits, however it exits, so a
+    killed run leaves no stale lock. Where ``fcntl`` does not exist (Windows) it locks nothing."""
+
+    def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
+        self.path = Path(folder) / ".lock"
+        self.what = what
+        self._fh = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock or raise a one-line :class:`~videolabel.errors.VideolabelError` naming the holder."""
+        from videolabel.errors import VideolabelError
+
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        try:
+            fh = open(self.path, "a+")
+        except OSError as exc:
+            raise VideolabelError(f"cannot lock {self.path.parent}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise VideolabelError(f"{self.what} {self.path.parent} is in use by {holder}: wait for it to end "
+                                  "or stop it, then try again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (closing the file releases it); safe to call twice."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -34,7 +34,7 @@ from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
-from videolabel.fsutil import write_parquet_atomic
+from videolabel.fsutil import FolderLock, write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.batchnorm import recalibrate_batchnorm
@@ -293,8 +293,19 @@ class Trainer:
         self.gt_codes = self._load_gt(gt) if gt else None
         self._bn_step = -1  # step at which label-pass BatchNorm statistics were last recomputed
 
-        self._prepare_run_dir(resume)
-        self.ddp_model = self._wrap()
+        self._lock: FolderLock | None = None
+        try:
+            self._prepare_run_dir(resume)
+            self.ddp_model = self._wrap()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder (:meth:`run` does it when it ends); a later Trainer may then use it."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ------------------------------------------------------------------ set-up
     def _draw_prior(self) -> torch.Tensor:
@@ -321,6 +332,14 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> None:
         cfg = self.cfg
         ckpt = self.out / LAST
+        if self.info.is_main:  # one writer per run folder: a second `train --out` of it fails at once
+            if resume and not self.out.is_dir():
+                raise VideolabelError(f"nothing to resume: no run folder {self.out}")
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise VideolabelError(f"cannot write run folder {self.out}: {exc.strerror}") from None
+            self._lock = FolderLock(self.out, "run folder").acquire()
         if resume:
             if not ckpt.is_file():
                 raise VideolabelError(f"nothing to resume: no {LAST} in {self.out}")
@@ -775,6 +794,7 @@ class Trainer:
                 labels_path = self.write_labels()
         finally:
             stop.restore()
+            self.close()
             if progress is not None:
                 progress.stop()
         seconds = time.perf_counter() - t_start
