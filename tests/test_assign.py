@@ -226,6 +226,11 @@ def test_several_runs_write_the_most_agreeing_one(tiny_run, second_run, tmp_path
         assert alone["head_av_nmi"] == c["head_av_nmi"] and alone["head"] == c["head"]
     alone = pd.read_parquet(assign(Path(best["run"]), tmp_path / "best.parquet", options=AssignOptions(workers=0)).out)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "both.parquet"), alone)
+    # k-means: on the features of the run whose heads agree most
+    km = assign([run, second_run], tmp_path / "km.parquet", options=AssignOptions(workers=0, method="kmeans"))
+    assert km.meta["run_choice"]["chosen"] == best["run"] and km.meta["method"] == "kmeans"
+    alone_km = assign(Path(best["run"]), tmp_path / "km1.parquet", options=AssignOptions(workers=0, method="kmeans"))
+    pd.testing.assert_frame_equal(pd.read_parquet(km.out), pd.read_parquet(alone_km.out))
     # under torchrun: the same choice and rows
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                         "-m", "videolabel", "assign", str(run), str(second_run), "--out", str(tmp_path / "two.parquet"),
@@ -241,8 +246,9 @@ def test_several_runs_refused_cleanly(tiny_run, second_run, tmp_path):
     import shutil
 
     run, _, _ = tiny_run
-    r = cli("assign", str(run), str(second_run), "--out", str(tmp_path / "x.parquet"), "--method", "kmeans")
-    assert r.returncode == 2 and "--method selavi" in r.stderr and "Traceback" not in r.stderr
+    r = cli("assign", str(run), str(second_run), "--out", str(tmp_path / "x.parquet"), "--method", "kmeans",
+            "--random-init")
+    assert r.returncode == 2 and "give one run" in r.stderr and "Traceback" not in r.stderr
     moved = tmp_path / "moved"  # a copy of the second run that records another cache of the same settings
     shutil.copytree(second_run, moved)
     other = tmp_path / "cache-copy"

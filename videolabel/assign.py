@@ -228,7 +228,8 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
     ``run_dir`` may name several runs (say, the same training with different seeds): each labels the
     videos, and the run whose chosen head's frames-only and audio-only clusters agree most
     (:mod:`videolabel.cluster.select`) is the one written, with every candidate's scores in the file's
-    metadata (``run_choice``). No ground truth is used.
+    metadata (``run_choice``); with ``method="kmeans"``, k-means on that run's features. No ground truth
+    is used.
 
     Under torchrun each process labels a contiguous share of the videos and writes a part file; rank 0
     joins the parts in order, so no video is dropped or duplicated whatever the number of processes."""
@@ -236,9 +237,8 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
     runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     if not runs:
         raise VideolabelError("give at least one run folder")
-    if len(runs) > 1 and opts.method != "selavi":
-        raise VideolabelError("choosing among several runs needs --method selavi (it compares the heads' "
-                              "audio-visual agreement)")
+    if len(runs) > 1 and opts.random_init:
+        raise VideolabelError("--random-init labels with untrained encoders: give one run")
     info = D.setup(device)
     t0 = time.perf_counter()
     try:
@@ -269,7 +269,7 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
                 best = (0.0, str(rd), run, ds, full)
                 break
             has_audio = torch.as_tensor(ds.videos["has_audio"].to_numpy(bool).copy())
-            head, scores = _pick_head(run, full, has_audio, opts.head)
+            head, scores = _pick_head(run, full, has_audio, opts.head if opts.method == "selavi" else "auto")
             assert scores is not None  # _check_run: both towers trained
             candidates.append({"run": str(rd), "run_id": run.run_id, "checkpoint_sha1": run.checkpoint_sha1,
                                "head": head, "head_av_nmi": scores})
