@@ -357,37 +357,36 @@ class Bench:
     def assignment(self, spec: RunSpec, seed: int, split: str, *, method: str = "selavi", modality: str = "both",
                    degrade: int = 1, random_init: bool = False) -> Path:
         """The assignment Parquet file of one run, split and labelling (made unless it exists)."""
-        from videolabel.assign import AssignOptions, assign
+        from videolabel.assign import AssignOptions
 
         run = self.ensure_run(spec, seed)
         label = f"{method}{'-rand' if random_init else ''}-{modality}-d{degrade}"
         # "hauto": files of the `--head auto` default (older files, head 0 in `cluster`, are not reused)
         out = self.work / "assign" / run.name / f"{split}-{label}-hauto.parquet"
-        if out.is_file():
-            self.assign_reused.append(str(out))
-            return out
-        log(f"assigning {split} with {run.name} ({label})")
         opts = AssignOptions(method=method, modality=modality, degrade=degrade, random_init=random_init, workers=0,
                              seed=seed, name=label)
-        cache = None if split == "train" else self.splits[split].cache_dir
-        assign(run, out, cache=cache, options=opts, device=self.args.device)
-        self.assign_done.append(str(out))
-        return out
+        return self._assign(run, out, split, opts, f"{run.name} ({label})")
 
     def choice_assignment(self, spec: RunSpec, seeds: Sequence[int], split: str) -> Path:
         """One assignment from the runs of ``spec`` at every seed: `assign` keeps the run (and head) whose
         frames-only and audio-only clusters agree most (made unless it exists)."""
-        from videolabel.assign import AssignOptions, assign
+        from videolabel.assign import AssignOptions
 
         runs = [self.ensure_run(spec, s) for s in seeds]
         out = self.work / "assign" / f"choice-{short_hash([r.name for r in runs])}" / f"{split}-selavi-both-d1.parquet"
+        return self._assign(runs, out, split, AssignOptions(workers=0, name="selavi-choice"),
+                            f"the most agreeing of {len(runs)} runs of {spec.key}")
+
+    def _assign(self, runs: Path | list[Path], out: Path, split: str, opts: Any, what: str) -> Path:
+        """``out`` if it exists, else `assign` of ``runs`` on ``split`` written there."""
+        from videolabel.assign import assign
+
         if out.is_file():
             self.assign_reused.append(str(out))
             return out
-        log(f"assigning {split} with the most agreeing of {len(runs)} runs of {spec.key}")
+        log(f"assigning {split} with {what}")
         cache = None if split == "train" else self.splits[split].cache_dir
-        assign(runs, out, cache=cache, options=AssignOptions(workers=0, name="selavi-choice"),
-               device=self.args.device)
+        assign(runs, out, cache=cache, options=opts, device=self.args.device)
         self.assign_done.append(str(out))
         return out
 

@@ -25,13 +25,16 @@ from videolabel.train.loop import train
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _tiny_cfg(seed: int = 0):
+    return make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
+                                  n_solves=1, align_proposals=200, progress="none", seed=seed))
+
+
 @pytest.fixture(scope="module")
 def tiny_run(avdigits_cache, tmp_path_factory):
     cache, labels = avdigits_cache
     run = tmp_path_factory.mktemp("assign") / "run"
-    cfg = make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
-                                 n_solves=1, align_proposals=200, progress="none"))
-    train(cache, run, cfg, device="cpu")
+    train(cache, run, _tiny_cfg(), device="cpu")
     return run, cache, labels
 
 
@@ -184,9 +187,7 @@ def second_run(tiny_run, tmp_path_factory):
     """The tiny run's training again with another seed: a second candidate for run choice."""
     _, cache, _ = tiny_run
     run = tmp_path_factory.mktemp("assign-seed1") / "run"
-    cfg = make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
-                                 n_solves=1, align_proposals=200, progress="none", seed=1))
-    train(cache, run, cfg, device="cpu")
+    train(cache, run, _tiny_cfg(seed=1), device="cpu")
     return run
 
 

@@ -243,7 +243,7 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
     t0 = time.perf_counter()
     try:
         out = Path(out)
-        best: tuple[float, str, RunModel, ShardDataset, dict[str, torch.Tensor]] | None = None
+        best: tuple[float, str, RunModel, ShardDataset, dict[str, torch.Tensor], Any] | None = None
         candidates: list[dict[str, Any]] = []
         cache_used: Path | None = None
         for i, rd in enumerate(runs):
@@ -266,21 +266,22 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
             if full is None:  # not the main process
                 continue
             if len(runs) == 1:
-                best = (0.0, str(rd), run, ds, full)
+                best = (0.0, str(rd), run, ds, full, None)
                 break
             has_audio = torch.as_tensor(ds.videos["has_audio"].to_numpy(bool).copy())
-            head, scores = _pick_head(run, full, has_audio, opts.head if opts.method == "selavi" else "auto")
+            pick = _pick_head(run, full, has_audio, opts.head if opts.method == "selavi" else "auto")
+            head, scores = pick
             assert scores is not None  # _check_run: both towers trained
             candidates.append({"run": str(rd), "run_id": run.run_id, "checkpoint_sha1": run.checkpoint_sha1,
                                "head": head, "head_av_nmi": scores})
             if best is None or scores[head] > best[0]:
-                best = (scores[head], str(rd), run, ds, full)
+                best = (scores[head], str(rd), run, ds, full, pick)
         if not info.is_main:
             return AssignSummary(out=str(out), videos=len(ds.videos), clips=0, seconds=0.0, clips_per_s=0.0,
                                  method=opts.method, num_clusters=0, num_heads=0, clusters_used=0)
         assert best is not None
-        _, chosen, run, ds, full = best
-        table, meta = _build_table(run, ds, full, opts)
+        _, chosen, run, ds, full, pick = best
+        table, meta = _build_table(run, ds, full, opts, pick=pick if opts.method == "selavi" else None)
         if candidates:
             meta["run_choice"] = {"chosen": chosen, "candidates": candidates}
         _write_parquet(table, out, meta)
@@ -289,7 +290,7 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
         clips = int(full["clips"])
         used = int(table["cluster"].nunique())
         return AssignSummary(out=str(out), videos=len(ds.videos), clips=clips, seconds=round(secs, 2),
-                             clips_per_s=round(clips * max(len(runs), 1) / max(secs, 1e-9), 2),
+                             clips_per_s=round(clips * len(runs) / max(secs, 1e-9), 2),
                              method=meta["method"], num_clusters=meta["num_clusters"], num_heads=meta["num_heads"],
                              clusters_used=used, features=feat_path, meta=meta)
     finally:
@@ -349,8 +350,9 @@ def _gather(local: dict[str, torch.Tensor], out: Path, index: int, info: Any) ->
     return full
 
 
-def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions
-                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions, *,
+                 pick: tuple[int, list[float] | None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The assignment table and its metadata; ``pick``: :func:`_pick_head`'s result when already known."""
     vids = ds.videos
     has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
     base = pd.DataFrame({"video_id": vids["video_id"].to_numpy(), "path": vids["path"].to_numpy()})
@@ -384,7 +386,7 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
         probs = top2.values[..., 0].numpy().astype(np.float32)
-        head, scores = _pick_head(run, full, has_audio, opts.head)
+        head, scores = pick if pick is not None else _pick_head(run, full, has_audio, opts.head)
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
         if "lf" in full:

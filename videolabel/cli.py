@@ -212,7 +212,7 @@ def assign(
     opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
                          random_init=random_init, k=k, pca=pca, batch_size=batch_size, workers=workers, seed=seed,
                          features=str(features) if features else None, name=name)
-    summary = run_assign(run[0] if len(run) == 1 else run, out, cache=cache, options=opts, device=device)
+    summary = run_assign(run, out, cache=cache, options=opts, device=device)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if json_out:

@@ -351,8 +351,7 @@ class Trainer:
             raise VideolabelError(f"run folder {self.out} already holds a run: pass --resume to continue it, "
                                   "or choose another --out")
         if self.info.is_main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
+            try:  # the folder was made above, with the lock
                 (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
                 (self.out / "run.json").write_text(json.dumps(self._run_info(), indent=2) + "\n")
                 (self.out / "metrics.jsonl").write_text("")
