@@ -75,3 +75,27 @@ class TinyAudioEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class SpecCNNEncoder(nn.Module):
+    """conv3x3-BN-ReLU blocks, each but the last followed by a 2x2 max-pool, then a global average
+    pool (``spec2d``, the ``tiny`` preset): ``[B,1,F,T] -> [B, widths[-1]]``. The max-pools tolerate
+    small shifts in time and pitch (a word said a little earlier, a voice a little higher)."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError("SpecCNNEncoder needs at least two widths")
+        layers: list[nn.Module] = []
+        cin = 1
+        for i, w in enumerate(widths):
+            layers.append(_conv2d_bn_relu(cin, w, 1))
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = int(widths[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)

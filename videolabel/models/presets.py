@@ -23,9 +23,9 @@ from typing import Any
 
 from torch import nn
 
-from videolabel.models.audio import ResNet9AudioEncoder, TinyAudioEncoder
+from videolabel.models.audio import ResNet9AudioEncoder, SpecCNNEncoder, TinyAudioEncoder
 from videolabel.models.selavi import SeLaVi
-from videolabel.models.video import R2Plus1D18Encoder, TinyVideoEncoder
+from videolabel.models.video import FrameCNNEncoder, R2Plus1D18Encoder, TinyVideoEncoder
 
 
 @dataclass(frozen=True)
@@ -82,17 +82,17 @@ PRESETS: dict[str, Preset] = {
     ),
     "tiny": Preset(
         name="tiny",
-        video_encoder="tiny3d",
-        audio_encoder="tiny2d",
-        video_frames=8,
+        video_encoder="frames2d",
+        audio_encoder="spec2d",
+        video_frames=2,
         video_crop=48,
-        video_short_side=56,
-        scale_jitter=(56, 64),
+        video_short_side=48,
+        scale_jitter=(48, 54),
         audio_mels=64,
         audio_frames=100,
         feat_dim_v=128,
         feat_dim_a=128,
-        video_widths=(16, 32, 64, 128),
+        video_widths=(32, 64, 128, 128),
         audio_widths=(32, 64, 128, 128),
     ),
 }
@@ -113,6 +113,8 @@ def build_video_encoder(preset: str | Preset) -> nn.Module:
         enc: nn.Module = R2Plus1D18Encoder()
     elif p.video_encoder == "tiny3d":
         enc = TinyVideoEncoder(p.video_widths or (16, 32, 64, 128))
+    elif p.video_encoder == "frames2d":
+        enc = FrameCNNEncoder(p.video_widths or (32, 64, 128, 128))
     else:
         raise ValueError(f"unknown video encoder {p.video_encoder!r}")
     if enc.out_dim != p.feat_dim_v:
@@ -126,6 +128,8 @@ def build_audio_encoder(preset: str | Preset) -> nn.Module:
         enc: nn.Module = ResNet9AudioEncoder()
     elif p.audio_encoder == "tiny2d":
         enc = TinyAudioEncoder(p.audio_widths or (32, 64, 128, 128))
+    elif p.audio_encoder == "spec2d":
+        enc = SpecCNNEncoder(p.audio_widths or (32, 64, 128, 128))
     else:
         raise ValueError(f"unknown audio encoder {p.audio_encoder!r}")
     if enc.out_dim != p.feat_dim_a:

@@ -71,3 +71,42 @@ class TinyVideoEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
+
+
+def _conv2d_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FrameCNNEncoder(nn.Module):
+    """A small 2D CNN applied to every frame, features averaged over time (``frames2d``, the ``tiny``
+    preset): ``[B,3,T,H,W] -> [B, widths[-1]]``.
+
+    Each block is conv3x3-BN-ReLU followed by a 2x2 max-pool (none after the last block), then a global
+    average pool over space and a mean over the frames. Max-pools give the small translation tolerance
+    that strided convolutions lack: an object may sit anywhere in a user's frame. With 4 blocks on a
+    48 x 48 frame the last map is 6 x 6 and one output sees 38 x 38 input pixels.
+    """
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError("FrameCNNEncoder needs at least two widths")
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, w in enumerate(widths):
+            layers.append(_conv2d_bn_relu(cin, w))
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.out_dim = int(widths[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T, H, W = x.shape
+        frames = x.transpose(1, 2).reshape(B * T, C, H, W)
+        f = self.features(frames).mean(dim=(2, 3))  # [B*T, D]
+        return f.reshape(B, T, -1).mean(dim=1)

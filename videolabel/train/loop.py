@@ -491,9 +491,13 @@ class Trainer:
         for batch in loader:
             video, audio, _ = self._to_device(batch)
             # one generator per clip: a clip's augmentation does not depend on its batch or process
-            g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+            if self.cfg.label_inputs == "eval":  # the inference inputs: no augmentation
+                v, a = self.vaug_eval(video), self.aaug_eval(audio)
+            else:  # one generator per clip: a clip's augmentation does not depend on its batch or process
+                g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+                v, a = self.vaug_train(video, g), self.aaug_train(audio, g)
             with self._autocast():
-                res = self.model(video=self.vaug_train(video, g), audio=self.aaug_train(audio, g))
+                res = self.model(video=v, audio=a)
             m = video.shape[0]
             for k in names:
                 out[k][:, pos : pos + m] = fn(res[f"{k}_logits"].index_select(0, sel).float(), dim=-1)
@@ -524,7 +528,7 @@ class Trainer:
 
         def forward(batch: dict[str, torch.Tensor]) -> None:
             video, audio, _ = self._to_device(batch)
-            if train_aug:
+            if train_aug and cfg.label_inputs != "eval":
                 g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
                 v, a = self.vaug_train(video, g), self.aaug_train(audio, g)
             else:
