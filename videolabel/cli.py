@@ -66,6 +66,10 @@ def ingest(
     from videolabel.config import IngestConfig
     from videolabel.errors import TooManyFailuresError
     from videolabel.ingest import run_ingest
+    from videolabel.ingest.driver import PROGRESS_MODES
+
+    if progress not in PROGRESS_MODES:  # checked even with --quiet, which replaces it
+        fail(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not {progress!r}")
 
     try:
         height, width = (int(x) for x in size.lower().split("x"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import sys
@@ -33,14 +34,14 @@ from videolabel.cluster.schedule import clustering_schedule
 from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import FolderLock, write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
 from videolabel.train import dist as D
-from videolabel.train.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
+from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint, load_weights, save_checkpoint
 from videolabel.train.config import TrainConfig, diff_configs
 
 CHECKPOINT_FORMAT = 1
@@ -221,6 +222,23 @@ def modality_agreement_metrics(labels: torch.Tensor, argmaxes: torch.Tensor, has
             "labels_nmi_audio": float(np.mean(by_a))}
 
 
+def check_clusters(cfg: TrainConfig, n: int) -> None:
+    """Refuse, before allocating anything, a K that ``n`` videos cannot fill or whose label solve (an
+    H x N x K float32 matrix per modality, about twice that at work) exceeds this machine's memory."""
+    K, H = cfg.num_clusters, cfg.num_heads
+    if K > n:
+        raise VideolabelError(f"--clusters {K} is more than the {n} videos of the cache (a label solve "
+                              f"spreads the videos over the K clusters): choose K <= {n}")
+    need = 4 * H * n * K * (2 if cfg.modalities == "both" else 1) * 2
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return
+    if need > total:
+        raise VideolabelError(f"--clusters {K} with {H} heads on {n} videos needs about {need / 2**30:.0f} GiB "
+                              f"for each label solve; this machine has {total / 2**30:.0f} GiB: lower K or --heads")
+
+
 class Trainer:
     """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
 
@@ -247,6 +265,7 @@ class Trainer:
         self.n = len(vids)
         if self.n < 2:
             raise VideolabelError(f"cache {cache_dir} holds {self.n} usable video(s); training needs at least 2")
+        check_clusters(cfg, self.n)
         self.first_clip = vids["first_clip"].to_numpy(np.int64)
         self.n_clips = vids["n_clips"].to_numpy(np.int64)
         self.has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
@@ -343,9 +362,12 @@ class Trainer:
         if resume:
             if not ckpt.is_file():
                 raise VideolabelError(f"nothing to resume: no {LAST} in {self.out}")
-            state = load_checkpoint(ckpt)
+            state = load_checkpoint(ckpt, need=RESUME_KEYS)
             self._check_compatible(state)
-            self._restore(state)
+            try:
+                self._restore(state)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+                raise VideolabelError(f"damaged checkpoint {ckpt}: {type(exc).__name__}: {first_line(exc)}") from None
             return
         if self.out.exists() and any(self.out.glob("*.pt")):
             raise VideolabelError(f"run folder {self.out} already holds a run: pass --resume to continue it, "
@@ -395,8 +417,12 @@ class Trainer:
                                   f"{state['world_size']} (the data order depends on it)")
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], self.out / LAST)
         self.optimizer.load_state_dict(state["optimizer"])
+        for key, like in (("labels", self.labels), ("prior_masses", self.prior_masses)):
+            if tuple(state[key].shape) != tuple(like.shape) or state[key].dtype != like.dtype:
+                raise ValueError(f"{key} is {state[key].dtype} {list(state[key].shape)}, the run needs "
+                                 f"{like.dtype} {list(like.shape)}")
         self.labels = state["labels"].clone()
         self.prior_masses = state["prior_masses"].clone()
         self.step = int(state["step"])
