@@ -230,3 +230,152 @@ def test_bad_ingest_and_assign_values(tiny, tmp_path, capsys) -> None:
     assert not (tmp_path / "c").exists()  # nothing stored, least of all that value in a config.json
     refused(capsys, "ingest", src, "--out", tmp_path / "c", "-q", "--progress", "banana", needle="banana")
     refused(capsys, "assign", run, "--method", "kmeans", "--k", "0", "--out", tmp_path / "k.parquet", needle="--k")
+
+
+# --- output that can hurt -------------------------------------------------------------------------
+
+HOSTILE_NAMES = ["=cmd|' /C calc'!A0.mp4", "+1.mp4", "-2.mp4", "@SUM(A1).mp4", "\tt.mp4", "'=quoted.mp4",
+                 "plain.mp4", "'plain.mp4"]
+
+
+def _assignments(tmp_path: Path, names: list[str]) -> Path:
+    from videolabel.assign import _write_parquet
+
+    df = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(names))], "path": names,
+                       "cluster": [i % 2 for i in range(len(names))], "confidence": 0.9, "margin": 0.5,
+                       "cluster_h0": [i % 2 for i in range(len(names))], "prob_h0": 0.9})
+    path = tmp_path / "a.parquet"
+    _write_parquet(df, path, {"method": "selavi", "num_clusters": 2, "num_heads": 1, "head": 0, "layout": "wide"})
+    return path
+
+
+def test_csv_cells_never_start_a_formula_and_round_trip(tmp_path, capsys) -> None:
+    import csv
+
+    from videolabel.fsutil import CSV_FORMULA_START, csv_text, csv_untext
+
+    for name in HOSTILE_NAMES + ["", "'", "''=x", "'-"]:
+        assert csv_untext(csv_text(name)) == name
+    a = _assignments(tmp_path, HOSTILE_NAMES)
+    assert vl(capsys, "select", a, "--per-cluster", "4", "--out", tmp_path / "sel.csv")[0] == 0
+    feats = tmp_path / "f.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(HOSTILE_NAMES)
+    flat = pa.array([-0.5] * (4 * n), pa.float32())
+    pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(n)], "path": HOSTILE_NAMES, "has_audio": [True] * n,
+                             "video_features": pa.FixedSizeListArray.from_arrays(flat, 4),
+                             "audio_features": pa.FixedSizeListArray.from_arrays(flat, 4)}), feats)
+    assert vl(capsys, "export", a, "--source-root", tmp_path, "--features", feats,
+              "--features-csv", tmp_path / "f.csv")[0] == 0
+    for out, text_cols in ((tmp_path / "sel.csv", ("path", "video_id")), (tmp_path / "f.csv", ("path", "video_id"))):
+        with open(out, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == n
+        for row in rows:
+            for col in text_cols:
+                assert not row[col].startswith(CSV_FORMULA_START), (out.name, row[col])
+        assert sorted(csv_untext(r["path"]) for r in rows) == sorted(HOSTILE_NAMES)
+    assert float(rows[0]["f0"]) == -0.5  # numbers stay numbers
+    # the filled-in selection goes back in as seeds, names intact
+    sel = pd.read_csv(tmp_path / "sel.csv", dtype=str, keep_default_na=False)
+    sel["label"] = "x"
+    sel.to_csv(tmp_path / "seeds.csv", index=False)
+    from videolabel.propagate import read_seeds
+
+    assert sorted(read_seeds(tmp_path / "seeds.csv")["path"]) == sorted(HOSTILE_NAMES)
+
+
+def test_backslash_is_part_of_a_file_name(tmp_path, capsys) -> None:
+    root = tmp_path / "videos"
+    root.mkdir()
+    (root / "a\\b.mp4").write_bytes(b"x")
+    (root / "sub").mkdir()
+    (root / "sub" / "c.mp4").write_bytes(b"y")
+    a = _assignments(tmp_path, ["a\\b.mp4", "sub/c.mp4"])
+    rc, out, _ = vl(capsys, "export", a, "--source-root", root, "--out", tmp_path / "tree", "--copy")
+    assert rc == 0 and "missing" not in out
+    assert (tmp_path / "tree" / "cluster_000" / "a\\b.mp4").read_bytes() == b"x"
+
+
+def test_ragged_labels_csv_names_the_line(tmp_path, capsys) -> None:
+    a = _assignments(tmp_path, ["x.mp4", "y.mp4"])
+    (tmp_path / "gt.csv").write_text("path,label\nx.mp4,1\ny.mp4,2,extra\n")
+    refused(capsys, "evaluate", a, "--gt", tmp_path / "gt.csv", needle="line 3 has 3 field(s)")
+    (tmp_path / "gt2.csv").write_text("path,label\nx.mp4,1,a\ny.mp4,2,b\n")  # pandas would index by path
+    refused(capsys, "evaluate", a, "--gt", tmp_path / "gt2.csv", needle="line 2 has 3 field(s)")
+    (tmp_path / "gt3.csv").write_text("path,label\nx.mp4,1\n,2\n")
+    refused(capsys, "evaluate", a, "--gt", tmp_path / "gt3.csv", needle="without a path")
+
+
+def test_sigterm_keeps_the_row_of_the_steps_in_progress(tiny, tmp_path) -> None:
+    """The signal lands mid-epoch, between log rows: the checkpoint's step has its metrics row."""
+    import json
+    import signal
+
+    from videolabel.train.config import make_config
+    from videolabel.train.loop import Trainer
+
+    _, cache, _ = tiny
+    cfg = make_config(None, dict(preset="tiny", num_clusters=2, num_heads=1, epochs=3, batch_size=2, workers=0,
+                                 precise_bn_clips=0, label_bn="eval", n_solves=1, align=False, log_every=1000,
+                                 progress="none"))
+    trainer = Trainer(cache, tmp_path / "run", cfg, device="cpu")
+    step = trainer.train_step
+
+    def step_then_signal(*args, **kw):
+        loss = step(*args, **kw)
+        if trainer.step == 1:  # the second step (3 per epoch): not an epoch end, not a log step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    trainer.train_step = step_then_signal
+    summary = trainer.run()
+    assert summary.preempted and summary.steps == 2
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("event") == "train"][-1] == 2
+    assert torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)["step"] == 2
+
+
+# --- the CLI itself -------------------------------------------------------------------------------
+
+
+def test_version(capsys) -> None:
+    import videolabel
+
+    rc, out, err = vl(capsys, "--version")
+    assert rc == 0 and out.strip() == f"videolabel {videolabel.__version__}" and not err
+
+
+def test_default_loader_workers_fit_the_machine(tiny, tmp_path, capsys) -> None:
+    import json
+
+    from videolabel.train.loop import default_loader_workers, usable_cpus
+
+    _, cache, _ = tiny
+    assert default_loader_workers() == max(0, min(4, usable_cpus() - 1))
+    args = [a for a in TINY if a not in ("--workers", "0")]
+    assert vl(capsys, "train", cache, "--out", tmp_path / "r", *args)[0] == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["workers"] == default_loader_workers()
+
+
+def test_too_many_workers_warn_once(tiny, tmp_path, capfd, monkeypatch) -> None:
+    """More loader workers than CPUs: one line of ours, not torch's warning at every loader (there is a
+    loader per label pass and per epoch)."""
+    import warnings
+
+    import videolabel.train.loop as loop
+    from videolabel.train.config import make_config
+
+    _, cache, _ = tiny
+    monkeypatch.setattr(loop, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(loop, "_warned_workers", False)
+    cfg = make_config(None, dict(preset="tiny", num_clusters=2, num_heads=1, epochs=2, batch_size=2, workers=2,
+                                 precise_bn_clips=0, label_bn="eval", n_solves=3, align=False, progress="none"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        loop.train(cache, tmp_path / "r", cfg, device="cpu", progress=None)
+    err = capfd.readouterr().err
+    assert err.count("loader workers on 1 usable CPU") == 1, err
+    assert not [w for w in seen if "DataLoader will create" in str(w.message)]

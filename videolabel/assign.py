@@ -73,6 +73,8 @@ class AssignOptions:
             raise VideolabelError("--random-init only makes sense with --method kmeans")
         if self.batch_size < 1:
             raise VideolabelError("--batch-size must be >= 1")
+        if self.workers < 0:
+            raise VideolabelError("--workers must be >= 0")
         if self.k is not None and self.k < 1:
             raise VideolabelError(f"--k must be >= 1, not {self.k}")
         if self.k is not None and self.method != "kmeans":

@@ -155,9 +155,41 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or a SLURM job's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_loader_workers() -> int:
+    """Loader processes per training (or labelling) process that fit this machine: up to 4, leaving one
+    CPU per process for the model (0 on one CPU: the process loads its own batches)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(4, usable_cpus() // local - 1))
+
+
+_warned_workers = False
+
+
+def _warn_workers_once(workers: int) -> None:
+    """One line when more loader processes are asked for than there are CPUs; torch's own warning
+    (repeated for every loader) is silenced then."""
+    global _warned_workers
+    cpus = usable_cpus()
+    if workers <= cpus or _warned_workers:
+        return
+    _warned_workers = True
+    print(f"videolabel: warning: {workers} loader workers on {cpus} usable CPU(s) may be slow or freeze; "
+          f"--workers {default_loader_workers()} fits this machine", file=sys.stderr, flush=True)
+    warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning)
+
+
 def make_loader(ds: ShardDataset, sampler: Sampler, workers: int, pin: bool, prefetch: int = 4) -> DataLoader:
     kw: dict[str, Any] = {}
     if workers > 0:
+        _warn_workers_once(workers)
         kw["prefetch_factor"] = prefetch
         kw["worker_init_fn"] = _ignore_sigint
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_identity, pin_memory=pin, **kw)
@@ -806,6 +838,10 @@ class Trainer:
                         progress.update(self.step, m)
                 if D.all_reduce_max(stop.raised, self.dev):
                     preempted = True
+                    if window["steps"]:  # the row of the steps since the last one, before the checkpoint
+                        m = self._window_metrics(window)
+                        self.log(m)
+                        last.update(m)
                     break
                 if epoch_end and (self.step // self.steps_per_epoch) % cfg.checkpoint_every == 0 \
                         and self.step < self.total_steps:
