@@ -220,7 +220,7 @@ def test_bad_devices_and_unfillable_k(tiny, tmp_path, capsys) -> None:
     if not torch.cuda.is_available():
         refused(capsys, "train", cache, "--out", tmp_path / "r2", *args, "--device", "cuda", needle="no CUDA GPU")
     big = [a if a != "2" or args[i - 1] != "--clusters" else "100000000" for i, a in enumerate(args)]
-    refused(capsys, "train", cache, "--out", tmp_path / "r3", *big, "--device", "cpu", needle="K <= 6")
+    refused(capsys, "train", cache, "--out", tmp_path / "r3", *big, "--device", "cpu", needle="GiB")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r3").exists()
 
 

@@ -255,20 +255,22 @@ def modality_agreement_metrics(labels: torch.Tensor, argmaxes: torch.Tensor, has
 
 
 def check_clusters(cfg: TrainConfig, n: int) -> None:
-    """Refuse, before allocating anything, a K that ``n`` videos cannot fill or whose label solve (an
-    H x N x K float32 matrix per modality, about twice that at work) exceeds this machine's memory."""
+    """Refuse, before allocating anything, a K whose heads (weights, gradients and momentum: three
+    copies of 2 x H linear layers onto K) and label solve (an H x N x K float32 matrix per modality,
+    about twice that at work) exceed this machine's memory. K above N is allowed (over-clustering)."""
     K, H = cfg.num_clusters, cfg.num_heads
-    if K > n:
-        raise VideolabelError(f"--clusters {K} is more than the {n} videos of the cache (a label solve "
-                              f"spreads the videos over the K clusters): choose K <= {n}")
-    need = 4 * H * n * K * (2 if cfg.modalities == "both" else 1) * 2
+    p = PRESETS[cfg.preset]
+    heads = 3 * 4 * H * K * ((p.feat_dim_v + p.feat_dim_a + 1) if cfg.modalities == "concat"
+                             else (p.feat_dim_v + 1) + (p.feat_dim_a + 1))
+    solve = 4 * H * n * K * (2 if cfg.modalities == "both" else 1) * 2
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
         return
-    if need > total:
-        raise VideolabelError(f"--clusters {K} with {H} heads on {n} videos needs about {need / 2**30:.0f} GiB "
-                              f"for each label solve; this machine has {total / 2**30:.0f} GiB: lower K or --heads")
+    if heads + solve > total:
+        raise VideolabelError(f"--clusters {K} with {H} heads on {n} videos needs about "
+                              f"{(heads + solve) / 2**30:.0f} GiB for the heads and a label solve; this machine "
+                              f"has {total / 2**30:.0f} GiB: lower K or --heads")
 
 
 class Trainer:
