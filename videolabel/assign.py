@@ -24,11 +24,13 @@ import videolabel
 from videolabel.cluster.combine import balance_factors
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.models import build_model
 from videolabel.train import dist as D
-from videolabel.train.checkpoint import file_sha1, find_checkpoint, load_checkpoint
+from videolabel.train.checkpoint import (
+    ASSIGN_KEYS, file_sha1, find_checkpoint, load_checkpoint, load_weights, train_config_of,
+)
 from videolabel.train.config import TrainConfig
 from videolabel.train.loop import ListBatches, make_loader
 
@@ -71,6 +73,12 @@ class AssignOptions:
             raise VideolabelError("--random-init only makes sense with --method kmeans")
         if self.batch_size < 1:
             raise VideolabelError("--batch-size must be >= 1")
+        if self.workers < 0:
+            raise VideolabelError("--workers must be >= 0")
+        if self.k is not None and self.k < 1:
+            raise VideolabelError(f"--k must be >= 1, not {self.k}")
+        if self.k is not None and self.method != "kmeans":
+            raise VideolabelError("--k only makes sense with --method kmeans (the run's heads have the run's K)")
         if self.pca < 0:
             raise VideolabelError("--pca must be >= 0")
         if self.head != "auto":
@@ -117,18 +125,27 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
     """Load a run's final (else last) checkpoint safely (``weights_only``) and rebuild its model."""
     run_dir = Path(run_dir)
     ckpt = find_checkpoint(run_dir)
-    state = load_checkpoint(ckpt)
-    cfg = TrainConfig(**state["train_config"])
+    state = load_checkpoint(ckpt, need=ASSIGN_KEYS)
+    cfg = train_config_of(state, ckpt)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads,
-                        fusion=cfg.modalities == "concat")
+    try:
+        model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads,
+                            fusion=cfg.modalities == "concat")
+    except (KeyError, ValueError, RuntimeError, TypeError, VideolabelError) as exc:
+        raise VideolabelError(f"damaged checkpoint {ckpt}: no model fits its train_config ({first_line(exc)})") from None
     if not random_init:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], ckpt)
     model.to(device).eval()
     cache = None
     info = run_dir / "run.json"
     if info.is_file():
-        cache = json.loads(info.read_text()).get("cache")
+        try:
+            doc = json.loads(info.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VideolabelError(f"unreadable {info} ({type(exc).__name__}); pass --cache") from None
+        cache = doc.get("cache") if isinstance(doc, dict) else None
+        if cache is not None and not isinstance(cache, str):
+            raise VideolabelError(f"{info}: cache must be a path, not {cache!r}; pass --cache")
     return RunModel(model=model, train_config=cfg, ingest_config=state["ingest_config"],
                     ingest_hash=state["ingest_hash"], checkpoint=ckpt, checkpoint_sha1=file_sha1(ckpt),
                     run_id=run_dir.resolve().name, cache=cache)
@@ -366,7 +383,7 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
         from videolabel.kmeans import assign_confidence, kmeans
 
         feats = _pooled_features(full, has_audio, opts.modality, pca=opts.pca)
-        k = opts.k or run.train_config.num_clusters
+        k = opts.k if opts.k is not None else run.train_config.num_clusters
         km = kmeans(feats, k, seed=opts.seed)
         prob, margin = assign_confidence(feats, km.centroids)
         clusters = np.asarray(km.labels)[None, :]

@@ -25,6 +25,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from videolabel import __version__
+
+        typer.echo(f"videolabel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Label an unlabelled video collection from scratch, from its pictures and its sound (SeLaVi)."""
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit with ``code``."""
     typer.echo(f"videolabel: error: {message}", err=True)
@@ -66,6 +82,10 @@ def ingest(
     from videolabel.config import IngestConfig
     from videolabel.errors import TooManyFailuresError
     from videolabel.ingest import run_ingest
+    from videolabel.ingest.driver import PROGRESS_MODES
+
+    if progress not in PROGRESS_MODES:  # checked even with --quiet, which replaces it
+        fail(f"--progress must be one of {', '.join(PROGRESS_MODES)}, not {progress!r}")
 
     try:
         height, width = (int(x) for x in size.lower().split("x"))
@@ -109,7 +129,8 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Learning rate per 16-clip batch (default 0.01)."),
     prior: Optional[str] = typer.Option(None, help="Cluster-size prior: uniform, gaussian or a file of K masses."),
     modalities: Optional[str] = typer.Option(None, help="both (default), video, audio, or concat (one head set on both encoders' concatenated features: a baseline)."),
-    workers: Optional[int] = typer.Option(None, help="Loader processes per training process (default 4)."),
+    workers: Optional[int] = typer.Option(None, help="Loader processes per training process (default: up to 4, "
+                                          "one CPU fewer than this process may use)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic",
                                                   help="Bit-reproducible (CPU) run."),
@@ -149,6 +170,10 @@ def train(
     file_values = read_config_file(config) if config else None
     if resume and config is None and (out / "config.json").is_file():
         file_values = read_config_file(out / "config.json")
+    if flags.get("workers") is None and (config is None or not file_values or file_values.get("workers") is None):
+        from videolabel.train.loop import default_loader_workers
+
+        flags["workers"] = default_loader_workers()  # fit this machine, not the one a resumed run began on
     cfg = make_config(file_values, flags)
     if not cache.is_dir():
         fail(f"cache folder not found: {cache}")
@@ -195,7 +220,8 @@ def assign(
     features: Optional[Path] = typer.Option(None, "--features", help="Also write pooled features to this Parquet."),
     name: Optional[str] = typer.Option(None, help="Short name shown in comparison tables."),
     batch_size: int = typer.Option(64, "--batch-size", help="Clips per inference batch."),
-    workers: int = typer.Option(4, help="Loader processes."),
+    workers: Optional[int] = typer.Option(None, help="Loader processes (default: up to 4, one CPU fewer than "
+                                          "this process may use)."),
     seed: int = typer.Option(0, help="Seed (k-means)."),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="Launch N processes with torchrun on this machine."),
     device: Optional[str] = typer.Option(None, help="cuda or cpu (default: cuda when available)."),
@@ -208,6 +234,10 @@ def assign(
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     from videolabel.assign import AssignOptions
     from videolabel.assign import assign as run_assign
+    from videolabel.train.loop import default_loader_workers
+
+    if workers is None:
+        workers = default_loader_workers()
 
     opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
                          random_init=random_init, k=k, pca=pca, batch_size=batch_size, workers=workers, seed=seed,

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from videolabel.errors import VideolabelError
 
 FORMAT_VERSION = 1
+#: the decoded clips of one video are held in memory while it is processed: refuse settings beyond this
+MAX_VIDEO_BYTES = 8 * 2**30
 
 T = TypeVar("T")
 
@@ -63,6 +65,13 @@ class IngestConfig:
             problems.append("fps must be > 0")
         if self.height < 8 or self.width < 8:
             problems.append(f"frame size {self.height}x{self.width} is too small (>= 8x8)")
+        if self.height > 8192 or self.width > 8192 or self.fps > 1000 or self.sample_rate > 768000:
+            problems.append("frame size up to 8192x8192, fps up to 1000 and sample_rate up to 768000 are supported")
+        per_video = self.clips_per_video * self.frames * self.height * self.width * 3
+        if not problems and per_video > MAX_VIDEO_BYTES:
+            problems.append(f"{self.clips_per_video} clips of {self.frames} frames of {self.height}x{self.width} "
+                            f"take {per_video / 2**30:.3g} GiB per video (at most {MAX_VIDEO_BYTES / 2**30:g} GiB): "
+                            "fewer frames, clips or pixels")
         if self.short not in ("pad", "skip"):
             problems.append(f"short must be 'pad' or 'skip', not {self.short!r}")
         if self.format_version != FORMAT_VERSION:
@@ -107,6 +116,13 @@ def from_dict(cls: type[T], data: dict[str, Any], *, origin: str = "config") -> 
     unknown = sorted(set(data) - names)
     if unknown:
         raise VideolabelError(f"{origin}: unknown key(s) {', '.join(unknown)}")
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            continue
+        value, default = data[f.name], f.default
+        kinds = (int, float) if isinstance(default, float) else (type(default),)
+        if (isinstance(value, bool) and not isinstance(default, bool)) or not isinstance(value, kinds):
+            raise VideolabelError(f"{origin}: {f.name} must be of type {type(default).__name__}, not {value!r}")
     try:
         return cls(**data)
     except TypeError as exc:  # pragma: no cover - defensive
@@ -118,5 +134,5 @@ def load_json(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise VideolabelError(f"missing file: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise VideolabelError(f"{path} is not valid JSON: {exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise VideolabelError(f"{path} is not valid JSON: {type(exc).__name__}: {exc}") from None

@@ -23,8 +23,8 @@ import pandas as pd
 
 from videolabel.errors import VideolabelError
 from videolabel.evaluate import head_columns
-from videolabel.fsutil import write_user_file
-from videolabel.groundtruth import norm_path
+from videolabel.fsutil import csv_text, write_user_file
+from videolabel.groundtruth import source_file
 
 __all__ = ["ExportSummary", "export_tree", "write_features_csv", "export_fiftyone", "cluster_column"]
 
@@ -76,8 +76,7 @@ def export_tree(df: pd.DataFrame, source_root: str | Path, out: str | Path, *, c
     try:
         dest_root.mkdir(parents=True, exist_ok=True)
         for i, (rel, c) in enumerate(zip(df["path"].astype(str).to_numpy(), df[col].to_numpy())):
-            rel = norm_path(rel)
-            src = root / rel
+            src = source_file(root, rel)
             if not src.is_file():
                 summary.missing += 1
                 if len(summary.missing_examples) < max_examples:
@@ -113,10 +112,10 @@ def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int
     col = cluster_column(df, head)
     x = align_features(df, features, normalise=False)
     frame = pd.DataFrame({
-        "video_id": df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else "",
-        "path": df["path"].astype(str).to_numpy() if "path" in df.columns else "",
+        "video_id": df["video_id"].astype(str).map(csv_text).to_numpy() if "video_id" in df.columns else "",
+        "path": df["path"].astype(str).map(csv_text).to_numpy() if "path" in df.columns else "",
         "cluster": df[col].to_numpy(),
-    })
+    })  # (csv_text: a name like "=cmd|..." must not run in a spreadsheet)
     feats = pd.DataFrame(np.asarray(x, dtype=np.float32), columns=[f"f{j}" for j in range(x.shape[1])])
     frame = pd.concat([frame, feats], axis=1)
     return write_user_file(lambda p: frame.to_csv(p, index=False), out)
@@ -136,7 +135,7 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
     samples = []
     conf = df["confidence"].to_numpy() if "confidence" in df.columns else None
     for i, rel in enumerate(df["path"].astype(str)):
-        src = root / rel
+        src = source_file(root, rel)
         if not src.is_file():
             continue
         s = fo.Sample(filepath=str(src))

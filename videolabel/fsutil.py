@@ -20,6 +20,24 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+#: a cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP)
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: object) -> str:
+    """A text cell for a CSV a person may open in a spreadsheet: ``'`` before a leading ``= + - @``, tab
+    or CR, so it shows as text and never runs; also before leading ``'`` that precede one of those, so
+    that :func:`csv_untext` gives back exactly the original."""
+    s = str(value)
+    return "'" + s if s.lstrip("'")[:1] in CSV_FORMULA_START and s[:1] != "" else s
+
+
+def csv_untext(value: object) -> str:
+    """Undo :func:`csv_text` (a cell read back from a CSV that videolabel wrote, or a person filled in)."""
+    s = str(value)
+    return s[1:] if s[:1] == "'" and s.lstrip("'")[:1] in CSV_FORMULA_START and s.lstrip("'") else s
+
+
 def tmp_path(final: Path) -> Path:
     """A hidden temporary name beside ``final`` (``.<name>.<hex>.tmp``), unique per call."""
     import secrets

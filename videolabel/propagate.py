@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from videolabel.errors import VideolabelError, first_line
-from videolabel.fsutil import write_parquet_atomic, write_user_file
+from videolabel.fsutil import csv_text, csv_untext, write_parquet_atomic, write_user_file
 from videolabel.groundtruth import norm_path
 from videolabel.kmeans import l2_normalise
 
@@ -118,7 +118,11 @@ def select_for_labelling(df: pd.DataFrame, per_cluster: int, uncertain: int = 0)
 
 def write_selection(sel: pd.DataFrame, out: str | Path) -> Path:
     """Write a selection as CSV (the ``label`` column is left empty for the annotator)."""
-    return write_user_file(lambda p: sel.to_csv(p, index=False), out)
+    safe = sel.copy()
+    for col in ("path", "video_id", "reason", "label"):  # text a spreadsheet must not run (csv_text)
+        if col in safe.columns:
+            safe[col] = safe[col].map(csv_text)
+    return write_user_file(lambda p: safe.to_csv(p, index=False), out)
 
 
 # --- seeds and features --------------------------------------------------------------------------
@@ -138,6 +142,9 @@ def read_seeds(path: str | Path) -> pd.DataFrame:
         raise VideolabelError(f"cannot read seeds {p}: {first_line(exc)}") from None
     if "label" not in df.columns or not ({"path", "video_id"} & set(df.columns)):
         raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label (has: {', '.join(df.columns)})")
+    for col in ("path", "video_id", "label"):  # cells escaped by `select` (csv_text)
+        if col in df.columns:
+            df[col] = df[col].map(csv_untext)
     df = df[df["label"].str.strip() != ""].copy()
     df["label"] = df["label"].str.strip()
     if df.empty:

@@ -25,7 +25,7 @@ import torch
 from videolabel.config import IngestConfig
 from videolabel.errors import VideolabelError
 from videolabel.ingest.manifest import read_cache_config, read_records
-from videolabel.ingest.shards import AUDIO_SUFFIX, SHARDS, VIDEO_SUFFIX, read_npy_header
+from videolabel.ingest.shards import AUDIO_SUFFIX, SHARDS, VIDEO_SUFFIX, check_shard
 
 VIDEO_COLUMNS = ["video_id", "path", "has_audio", "n_clips", "first_clip"]
 
@@ -88,18 +88,8 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def _check_shapes(self) -> None:
         c = self.config
-        want_v, want_a = (c.frames, c.height, c.width, 3), (c.n_mels, c.mel_frames)
-        self._rows = []
-        for s in range(len(self.shard_names)):
-            vpath, apath = self._files(s)
-            try:
-                vd, vshape, _ = read_npy_header(vpath)
-                ad, ashape, _ = read_npy_header(apath)
-            except (OSError, ValueError) as exc:
-                raise VideolabelError(f"damaged cache shard {self.shard_names[s]}: {exc}") from None
-            if vd != np.uint8 or ad != np.float16 or vshape[1:] != want_v or ashape[1:] != want_a or vshape[0] != ashape[0]:
-                raise VideolabelError(f"cache shard {self.shard_names[s]} does not match the cache config")
-            self._rows.append(vshape[0])
+        self._rows = [check_shard(self.cache_dir, name, c.frames, c.height, c.width, c.n_mels, c.mel_frames)
+                      for name in self.shard_names]
         if len(self.clip_row):
             limits = np.asarray(self._rows, np.int64)[self.clip_shard]
             if (self.clip_row >= limits).any():

@@ -6,7 +6,8 @@
   against the path relative to SRC, or against the file name when the pattern has no ``/``), or
   listed one per line in ``--list FILE`` (relative to SRC or absolute; ``#`` comments and blank
   lines ignored). Broken entries (dangling symlinks, unreadable files, a directory listed as a
-  video) are kept: they become ``failed`` rows of the manifest, not silent omissions.
+  video) are kept: they become ``failed`` rows of the manifest, not silent omissions; so is a
+  sub-folder that cannot be listed (no read or search permission), as one row ``<folder>/``.
 * ``video_id`` = first 16 hex digits of sha1 of the path relative to SRC with POSIX separators.
 * ``--part i/n`` takes the videos with ``int(video_id, 16) % n == i``: disjoint, covering, stable.
 """
@@ -22,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from videolabel.errors import VideolabelError
 
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".3gp", ".ogv"}
+    {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".3gp", ".ogv",
+     ".m2ts", ".mts", ".mxf", ".vob", ".3g2", ".asf", ".f4v"}
 )
 
 
@@ -33,6 +35,7 @@ class Source:
     rel: str
     path: str
     video_id: str
+    error: str | None = None  # set for a folder that could not be listed: a failed row, never a silent loss
 
 
 def video_id_of(rel: str) -> str:
@@ -86,15 +89,17 @@ def walk(src: Path, glob: str | None = None) -> list[Source]:
         d = stack.pop()
         try:
             st = d.stat()
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            continue  # a symlink cycle or a second way into the same directory
-        seen_dirs.add(key)
-        try:
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                continue  # a symlink cycle or a second way into the same directory
+            seen_dirs.add(key)
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            if d == root:
+                raise VideolabelError(f"cannot list the source folder {src}: {exc.strerror or exc}") from None
+            rel = _rel_posix(d, root) + "/"  # its videos cannot be named: the folder is recorded instead
+            found.append(Source(rel, str(d), video_id_of(rel),
+                                error=f"folder cannot be listed ({exc.strerror or exc}): its videos are missing"))
             continue
         subdirs = []
         for e in entries:

@@ -25,7 +25,7 @@ from videolabel.config import IngestConfig
 from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
 from videolabel.ingest.discover import Source, discover, parse_part, select_part
-from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter
+from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards
 from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
 from videolabel.media.binary import find_ffmpeg, ffmpeg_version
 
@@ -346,7 +346,9 @@ def run_ingest(
     with mf.part_lock(cache, part):
         config_path, config_created = mf.ensure_config(cache, config, ffmpeg_version(ffmpeg_path))
         mf.clean_garbage(cache, part)
-        records = mf.read_records(cache)
+        records = mf.read_records(cache)  # one-line error for a damaged record file
+        for name in committed_shards(cache):  # a damaged shard is refused, never counted as done
+            check_shard(cache, name, config.frames, config.height, config.width, config.n_mels, config.mel_frames)
         done_ids = set(records.column("video_id").to_pylist())
         mine = select_part(sources, part)
         todo = [s for s in mine if s.video_id not in done_ids]

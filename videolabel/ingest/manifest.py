@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from videolabel import __version__
 from videolabel.config import FORMAT_VERSION, IngestConfig, from_dict
-from videolabel.errors import ConfigMismatchError, VideolabelError
+from videolabel.errors import ConfigMismatchError, VideolabelError, first_line
 from videolabel.ingest.discover import part_of
 from videolabel.fsutil import fsync_dir, tmp_path, write_bytes_atomic, write_parquet_atomic
 from videolabel.ingest.shards import (
@@ -62,9 +62,10 @@ def read_cache_config(cache: str | os.PathLike[str]) -> IngestConfig:
     if not path.is_file():
         raise VideolabelError(f"not a videolabel cache (no {CONFIG_FILE}): {cache}")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise VideolabelError(f"unreadable {path}: {exc}") from None
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise VideolabelError(f"unreadable {path} (damaged cache config: {type(exc).__name__}: "
+                              f"{first_line(exc)}); ingest again with --overwrite") from None
     version = doc.get("format_version") if isinstance(doc, dict) else None
     if version != FORMAT_VERSION or not isinstance(doc.get("config"), dict):
         raise VideolabelError(f"{path}: cache format version {version!r} is not supported (this videolabel reads {FORMAT_VERSION})")
@@ -111,13 +112,32 @@ def ensure_config(cache: Path, config: IngestConfig, ffmpeg_version: str) -> tup
 
 
 def _read(path: Path) -> pa.Table | None:
+    """A committed record file (a shard's ``.videos.parquet`` or a failures file) in the manifest schema;
+    None when it vanished meanwhile (a concurrent ``--overwrite``). Every record file is published by an
+    atomic rename, so one that cannot be read is damaged: a one-line error, never fewer videos."""
     try:
         table = pq.read_table(path)
-    except (OSError, pa.ArrowException):
-        return None  # vanished or half-visible: it will be seen next time
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowException) as exc:
+        raise VideolabelError(
+            f"damaged cache file {path} (unreadable Parquet: {type(exc).__name__}): its videos cannot be "
+            f"trusted; delete {_fix_hint(path)} and run the same ingest again to decode them anew "
+            "(or ingest with --overwrite)") from None
+    missing = [n for n in ("video_id", "status") if n not in table.column_names]
+    if missing:
+        raise VideolabelError(f"damaged cache file {path}: no {', '.join(missing)} column; delete "
+                              f"{_fix_hint(path)} and run the same ingest again")
     cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
             for f in MANIFEST_SCHEMA]
     return pa.table(cols, schema=MANIFEST_SCHEMA)
+
+
+def _fix_hint(path: Path) -> str:
+    """What to delete to re-decode the videos of a damaged record file: the whole shard, or the file."""
+    if path.name.endswith(VIDEOS_SUFFIX):
+        return f"{path.parent / path.name[: -len(VIDEOS_SUFFIX)]}.*"
+    return str(path)
 
 
 def read_records(cache: Path) -> pa.Table:

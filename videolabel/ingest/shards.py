@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from videolabel.fsutil import fsync_dir, tmp_path, write_parquet_atomic
 
@@ -259,6 +260,51 @@ def read_npy_header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
             start = 12
         header = ast.literal_eval(fh.read(hlen).decode("latin1"))
     return np.dtype(header["descr"]), tuple(header["shape"]), start + hlen
+
+
+def check_shard(cache: Path, name: str, frames: int, height: int, width: int, n_mels: int, mel_frames: int,
+                videos: int | None = None) -> int:
+    """Check a committed shard's data files against the cache config; returns its number of clips.
+
+    Raises :class:`~videolabel.errors.VideolabelError` (one line, naming the shard and what to do) for
+    a missing, truncated or foreign ``.npy``, a missing or unreadable ``clips.parquet``, or
+    arrays that do not hold the clips the records promise. Reads headers and footers only.
+    """
+    from videolabel.errors import VideolabelError  # local: keep this module's imports light
+
+    base = Path(cache) / SHARDS / name
+    what = (f"damaged cache shard {name} in {cache}: {{}}; delete {base}.* and run the same ingest again "
+            "to decode its videos anew (or ingest with --overwrite)")
+    rows = []
+    for suffix, dtype, item in ((VIDEO_SUFFIX, np.uint8, (frames, height, width, 3)),
+                                (AUDIO_SUFFIX, np.float16, (n_mels, mel_frames))):
+        path = Path(f"{base}{suffix}")
+        try:
+            d, shape, offset = read_npy_header(path)
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise VideolabelError(what.format(f"{path.name} is missing")) from None
+        except (OSError, ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise VideolabelError(what.format(f"{path.name} is not a readable .npy file ({type(exc).__name__})")) from None
+        if d != np.dtype(dtype) or tuple(shape[1:]) != item or len(shape) != 1 + len(item):
+            raise VideolabelError(what.format(f"{path.name} holds {d} {tuple(shape)}, not {np.dtype(dtype)} "
+                                              f"(n, {', '.join(map(str, item))}) as the cache config says"))
+        need = offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if size < need:
+            raise VideolabelError(what.format(f"{path.name} is truncated ({size} of {need} bytes)"))
+        rows.append(int(shape[0]))
+    if rows[0] != rows[1]:
+        raise VideolabelError(what.format(f"{rows[0]} video clips but {rows[1]} spectrograms"))
+    clips = Path(f"{base}{CLIPS_SUFFIX}")
+    try:
+        n = pq.ParquetFile(clips).metadata.num_rows
+    except FileNotFoundError:
+        raise VideolabelError(what.format(f"{clips.name} is missing")) from None
+    except (OSError, pa.ArrowException) as exc:
+        raise VideolabelError(what.format(f"{clips.name} is unreadable ({type(exc).__name__})")) from None
+    if n != rows[0]:
+        raise VideolabelError(what.format(f"{clips.name} lists {n} clips, the arrays hold {rows[0]}"))
+    return rows[0]
 
 
 def garbage(cache: Path) -> dict[tuple[int, int], list[Path]]:

@@ -19,7 +19,7 @@ import numpy as np
 from videolabel.config import IngestConfig
 from videolabel.ingest.discover import Source
 from videolabel.ingest.logmel import log_mel, window_samples
-from videolabel.media.decode import Deadline, decode_clips
+from videolabel.media.decode import Deadline, can_seek, decode_clips
 from videolabel.media.probe import MediaError, MediaInfo, measure_duration, preflight, probe
 
 #: manifest columns, in order (see docs/architecture.md)
@@ -99,6 +99,8 @@ def process_video(source: Source, settings: Settings) -> VideoResult:
     rec = empty_record(source)
     cfg = settings.config
     try:
+        if source.error:  # found but not readable as a candidate (an unlistable folder)
+            raise MediaError(source.error)
         rec["size_bytes"] = preflight(source.path)
         deadline = Deadline.after(settings.timeout)
         info = probe(source.path, settings.ffmpeg, timeout=deadline.left())
@@ -107,7 +109,7 @@ def process_video(source: Source, settings: Settings) -> VideoResult:
             raise MediaError("no video stream" + (" (audio only)" if info.has_audio else ""))
         if cfg.require_audio and not info.has_audio:
             raise MediaError("no audio stream (--require-audio)")
-        seek = True
+        seek = can_seek(info)  # exact frames in every container: others are decoded from the start
         duration = info.duration
         if duration is None or duration <= 0:
             duration = measure_duration(source.path, settings.ffmpeg, info, timeout=deadline.left())

@@ -8,7 +8,8 @@ a second pipe (``pass_fds``), so the file is opened, demuxed and decoded once.
   most :data:`MERGE_GAP_S`) form a *span*; each span is one ``-ss``/``-t`` input of the file (input
   seeking: ffmpeg jumps to the keyframe before the span, decodes and drops up to the exact start),
   so a long video with a few clips is never decoded in full, while a short one is decoded once
-  instead of re-seeking per clip. Without a usable index (duration N/A) one span from 0 is used.
+  instead of re-seeking per clip. Without a usable index (duration N/A, or a container whose seeking
+  is not exact: :data:`SEEKABLE_FORMATS`) one span from 0 is used.
 * Video, per span: ``fps`` (constant rate, also for variable-frame-rate input) → ``select`` the
   frames of the clips (before scaling: only kept frames are scaled) → ``scale`` to cover the stored
   size (aspect and sample aspect ratio kept, huge inputs shrunk in ffmpeg) → centre ``crop`` →
@@ -150,6 +151,18 @@ def _make_group(ranges: list[list[int]]) -> _Group:
 _PATH_TOKEN = "\x00videolabel-input\x00"
 
 
+#: containers whose index takes an input seek to the keyframe before the target, so that the frames
+#: after ``-ss`` are those of a decode from the start (ffmpeg's ``format_name``, first name). Others
+#: (MPEG-TS/PS, FLV, Ogg, MXF, ...) seek by bisection or not at all: with sparse keyframes that lands
+#: past the target (late frames, lost clips, "no frames decoded"), so they are decoded from the start.
+SEEKABLE_FORMATS = frozenset({"mov", "matroska", "avi"})
+
+
+def can_seek(info: MediaInfo) -> bool:
+    """Whether input seeking gives exact frames in this file's container (see :data:`SEEKABLE_FORMATS`)."""
+    return (info.format_name or "").split(",")[0].strip() in SEEKABLE_FORMATS
+
+
 def _input(path: str, start_s: float, dur_s: float, threads: int):
     """One input of ``path`` reading ``[start_s, start_s + dur_s)`` (input seeking when start_s > 0)."""
     kw: dict[str, object] = {"threads": threads, "t": f"{dur_s:.6f}"}
@@ -224,7 +237,10 @@ class _Job:
     def _video_chain(self, span: _Span, inp):
         assert span.video is not None
         expr = "+".join(f"between(n,{a},{b - 1})" for a, b in span.video.ranges)
-        v = inp[str(self.info.video_index)].filter("fps", fps=f"{self.fps:g}").filter("select", expr)
+        # eof_action=pass: the last frame is kept even when rounding would drop it (a 1-frame video at a
+        # lower rate gave "no frames decoded"); it only adds the frame a short clip would repeat anyway
+        v = inp[str(self.info.video_index)].filter("fps", fps=f"{self.fps:g}", eof_action="pass")
+        v = v.filter("select", expr)
         v = v.filter("scale", self.sw, self.sh, flags=SCALE_FLAGS).filter("crop", self.width, self.height)
         return v.filter("setsar", "1").filter("format", "rgb24")
 

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from videolabel.errors import VideolabelError
-from videolabel.groundtruth import norm_path
+from videolabel.groundtruth import source_file
 from videolabel.report import media as M
 
 CSS = """
@@ -233,7 +233,7 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
                 if not spec.exists():
                     M.spectrogram_png(clip["audio"].numpy(), spec)
                 info["strip"], info["spec"] = f"media/{strip.name}", f"media/{spec.name}"
-            src = None if root is None else root / norm_path(r["path"])
+            src = None if root is None else source_file(root, r["path"])
             if not has_audio:
                 info["audio_note"] = "no sound: the video has no audio stream"
             elif not in_cache:

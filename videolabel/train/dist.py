@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from videolabel.errors import VideolabelError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,9 +36,10 @@ def setup(device: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    index = check_device(device)
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda:
-        torch.cuda.set_device(local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(index if index is not None else local_rank % max(torch.cuda.device_count(), 1))
         dev = torch.device("cuda", torch.cuda.current_device())
     else:
         dev = torch.device("cpu")
@@ -47,6 +50,22 @@ def setup(device: str | None = None) -> DistInfo:
             device_id=dev if use_cuda else None,
         )
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def check_device(device: str | None) -> int | None:
+    """Refuse (one line) a ``--device`` other than cpu, cuda or cuda:N, and CUDA where there is none;
+    returns N for cuda:N."""
+    if device is None or device == "cpu":
+        return None
+    head, _, tail = device.partition(":")
+    if head != "cuda" or (tail and not tail.isdigit()):
+        raise VideolabelError(f"--device must be cuda, cuda:N or cpu, not {device!r}")
+    if not torch.cuda.is_available():
+        raise VideolabelError(f"--device {device}: no CUDA GPU is usable here (torch {torch.__version__}, "
+                              f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu")
+    if tail and int(tail) >= torch.cuda.device_count():
+        raise VideolabelError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return int(tail) if tail else None
 
 
 def teardown() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import sys
@@ -33,14 +34,14 @@ from videolabel.cluster.schedule import clustering_schedule
 from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import FolderLock, write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
 from videolabel.train import dist as D
-from videolabel.train.checkpoint import FINAL, LAST, load_checkpoint, save_checkpoint
+from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint, load_weights, save_checkpoint
 from videolabel.train.config import TrainConfig, diff_configs
 
 CHECKPOINT_FORMAT = 1
@@ -154,9 +155,41 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's or a SLURM job's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_loader_workers() -> int:
+    """Loader processes per training (or labelling) process that fit this machine: up to 4, leaving one
+    CPU per process for the model (0 on one CPU: the process loads its own batches)."""
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(4, usable_cpus() // local - 1))
+
+
+_warned_workers = False
+
+
+def _warn_workers_once(workers: int) -> None:
+    """One line when more loader processes are asked for than there are CPUs; torch's own warning
+    (repeated for every loader) is silenced then."""
+    global _warned_workers
+    cpus = usable_cpus()
+    if workers <= cpus or _warned_workers:
+        return
+    _warned_workers = True
+    print(f"videolabel: warning: {workers} loader workers on {cpus} usable CPU(s) may be slow or freeze; "
+          f"--workers {default_loader_workers()} fits this machine", file=sys.stderr, flush=True)
+    warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning)
+
+
 def make_loader(ds: ShardDataset, sampler: Sampler, workers: int, pin: bool, prefetch: int = 4) -> DataLoader:
     kw: dict[str, Any] = {}
     if workers > 0:
+        _warn_workers_once(workers)
         kw["prefetch_factor"] = prefetch
         kw["worker_init_fn"] = _ignore_sigint
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_identity, pin_memory=pin, **kw)
@@ -221,6 +254,25 @@ def modality_agreement_metrics(labels: torch.Tensor, argmaxes: torch.Tensor, has
             "labels_nmi_audio": float(np.mean(by_a))}
 
 
+def check_clusters(cfg: TrainConfig, n: int) -> None:
+    """Refuse, before allocating anything, a K whose heads (weights, gradients and momentum: three
+    copies of 2 x H linear layers onto K) and label solve (an H x N x K float32 matrix per modality,
+    about twice that at work) exceed this machine's memory. K above N is allowed (over-clustering)."""
+    K, H = cfg.num_clusters, cfg.num_heads
+    p = PRESETS[cfg.preset]
+    heads = 3 * 4 * H * K * ((p.feat_dim_v + p.feat_dim_a + 1) if cfg.modalities == "concat"
+                             else (p.feat_dim_v + 1) + (p.feat_dim_a + 1))
+    solve = 4 * H * n * K * (2 if cfg.modalities == "both" else 1) * 2
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return
+    if heads + solve > total:
+        raise VideolabelError(f"--clusters {K} with {H} heads on {n} videos needs about "
+                              f"{(heads + solve) / 2**30:.0f} GiB for the heads and a label solve; this machine "
+                              f"has {total / 2**30:.0f} GiB: lower K or --heads")
+
+
 class Trainer:
     """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
 
@@ -247,6 +299,7 @@ class Trainer:
         self.n = len(vids)
         if self.n < 2:
             raise VideolabelError(f"cache {cache_dir} holds {self.n} usable video(s); training needs at least 2")
+        check_clusters(cfg, self.n)
         self.first_clip = vids["first_clip"].to_numpy(np.int64)
         self.n_clips = vids["n_clips"].to_numpy(np.int64)
         self.has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
@@ -343,9 +396,12 @@ class Trainer:
         if resume:
             if not ckpt.is_file():
                 raise VideolabelError(f"nothing to resume: no {LAST} in {self.out}")
-            state = load_checkpoint(ckpt)
+            state = load_checkpoint(ckpt, need=RESUME_KEYS)
             self._check_compatible(state)
-            self._restore(state)
+            try:
+                self._restore(state)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+                raise VideolabelError(f"damaged checkpoint {ckpt}: {type(exc).__name__}: {first_line(exc)}") from None
             return
         if self.out.exists() and any(self.out.glob("*.pt")):
             raise VideolabelError(f"run folder {self.out} already holds a run: pass --resume to continue it, "
@@ -395,8 +451,12 @@ class Trainer:
                                   f"{state['world_size']} (the data order depends on it)")
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], self.out / LAST)
         self.optimizer.load_state_dict(state["optimizer"])
+        for key, like in (("labels", self.labels), ("prior_masses", self.prior_masses)):
+            if tuple(state[key].shape) != tuple(like.shape) or state[key].dtype != like.dtype:
+                raise ValueError(f"{key} is {state[key].dtype} {list(state[key].shape)}, the run needs "
+                                 f"{like.dtype} {list(like.shape)}")
         self.labels = state["labels"].clone()
         self.prior_masses = state["prior_masses"].clone()
         self.step = int(state["step"])
@@ -784,6 +844,10 @@ class Trainer:
                         progress.update(self.step, m)
                 if D.all_reduce_max(stop.raised, self.dev):
                     preempted = True
+                    if window["steps"]:  # the row of the steps since the last one, before the checkpoint
+                        m = self._window_metrics(window)
+                        self.log(m)
+                        last.update(m)
                     break
                 if epoch_end and (self.step // self.steps_per_epoch) % cfg.checkpoint_every == 0 \
                         and self.step < self.total_steps:
