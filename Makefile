@@ -23,8 +23,8 @@ demo: install
 	$(VENV)/bin/videolabel ingest $(DEMO)/avdigits/videos --out $(DEMO)/cache --size 64x64 --frames 8 --fps 8 \
 		--clips-per-video 2 --progress log
 	rm -rf $(DEMO)/run
-	$(VENV)/bin/videolabel train $(DEMO)/cache --out $(DEMO)/run --config examples/avdigits/tiny.yaml \
-		--epochs $(EPOCHS) --batch-size 32 --workers 0 --gt $(DEMO)/avdigits/labels.csv --progress log
+	$(VENV)/bin/videolabel train $(DEMO)/cache --out $(DEMO)/run --preset tiny --clusters 10 \
+		--epochs $(EPOCHS) --workers 0 --gt $(DEMO)/avdigits/labels.csv --progress log
 	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/selavi.parquet --workers 0
 	$(VENV)/bin/videolabel assign $(DEMO)/run --out $(DEMO)/kmeans.parquet --method kmeans --workers 0
 	$(VENV)/bin/videolabel evaluate $(DEMO)/selavi.parquet --gt $(DEMO)/avdigits/labels.csv

@@ -11,10 +11,12 @@ from torch import nn
 from videolabel.models import (
     PRESETS,
     ClusterHead,
+    FrameCNNEncoder,
     Preset,
     ResNet9AudioEncoder,
     R2Plus1D18Encoder,
     SeLaVi,
+    SpecCNNEncoder,
     TinyAudioEncoder,
     TinyVideoEncoder,
     build_audio_encoder,
@@ -42,13 +44,32 @@ def test_tiny_encoders_shapes():
     p = PRESETS["tiny"]
     v, a = _inputs(p, 3)
     ve, ae = build_video_encoder(p), build_audio_encoder(p)
-    assert isinstance(ve, TinyVideoEncoder) and isinstance(ae, TinyAudioEncoder)
+    assert isinstance(ve, FrameCNNEncoder) and isinstance(ae, SpecCNNEncoder)
     fv, fa = ve(v), ae(a)
     assert fv.shape == (3, p.feat_dim_v) and fa.shape == (3, p.feat_dim_a)
     assert fv.dtype == fa.dtype == torch.float32
     # any input size works (global pooling)
     assert ve(torch.randn(2, 3, 5, 37, 41)).shape == (2, p.feat_dim_v)
     assert ae(torch.randn(2, 1, 40, 77)).shape == (2, p.feat_dim_a)
+    # the earlier 3D / strided tiny encoders stay selectable by name
+    old = p.replace(name="t3d", video_encoder="tiny3d", audio_encoder="tiny2d", video_widths=(16, 32, 64, 128))
+    assert isinstance(build_video_encoder(old), TinyVideoEncoder) and isinstance(build_audio_encoder(old), TinyAudioEncoder)
+
+
+def test_frame_cnn_is_the_mean_of_its_frames():
+    """frames2d: one 2D CNN per frame, features averaged over time (eval mode: no batch coupling)."""
+    torch.manual_seed(0)
+    enc = FrameCNNEncoder((8, 16, 16)).eval()
+    x = torch.randn(2, 3, 3, 24, 24)
+    per_frame = torch.stack([enc(x[:, :, t : t + 1]) for t in range(3)]).mean(0)
+    torch.testing.assert_close(enc(x), per_frame)
+    # max-pools tolerate a small shift: a shifted frame keeps its features closer than another frame
+    img = torch.zeros(1, 3, 1, 24, 24)
+    img[..., 8:14, 8:12] = 3.0
+    other = torch.zeros_like(img)
+    other[..., 4:6, 2:20] = 3.0
+    f, g, h = enc(img), enc(img.roll(1, dims=-1)), enc(other)
+    assert (f - g).norm() < (f - h).norm()
 
 
 def test_paper_audio_encoder_is_resnet9():
@@ -187,7 +208,8 @@ def test_channels_last_and_autocast(tiny_model):
         ref = tiny_model(v, a)
         tiny_model.to_channels_last()
         w = tiny_model.video_encoder.features[0][0].weight
-        assert w.is_contiguous(memory_format=torch.channels_last_3d)
+        fmt = torch.channels_last_3d if w.dim() == 5 else torch.channels_last
+        assert w.is_contiguous(memory_format=fmt) and not w.is_contiguous()
         out = tiny_model(v.contiguous(memory_format=torch.channels_last_3d), a)
         torch.testing.assert_close(out["video_logits"], ref["video_logits"], rtol=1e-4, atol=1e-4)
         with torch.autocast("cpu", dtype=torch.bfloat16):

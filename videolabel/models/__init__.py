@@ -1,6 +1,6 @@
 """Encoders, clustering heads, the two-tower SeLaVi module and presets (method.md "Model")."""
 
-from videolabel.models.audio import ResNet9AudioEncoder, TinyAudioEncoder, resnet9_audio_encoder
+from videolabel.models.audio import ResNet9AudioEncoder, SpecCNNEncoder, TinyAudioEncoder, resnet9_audio_encoder
 from videolabel.models.heads import ClusterHead, make_heads
 from videolabel.models.presets import (
     PRESETS,
@@ -12,7 +12,7 @@ from videolabel.models.presets import (
     get_preset,
 )
 from videolabel.models.selavi import SeLaVi
-from videolabel.models.video import R2Plus1D18Encoder, TinyVideoEncoder, r2plus1d_18_encoder
+from videolabel.models.video import FrameCNNEncoder, R2Plus1D18Encoder, TinyVideoEncoder, r2plus1d_18_encoder
 
 __all__ = [
     "PRESETS",
@@ -21,6 +21,8 @@ __all__ = [
     "R2Plus1D18Encoder",
     "ResNet9AudioEncoder",
     "SeLaVi",
+    "FrameCNNEncoder",
+    "SpecCNNEncoder",
     "TinyAudioEncoder",
     "TinyVideoEncoder",
     "build_audio_encoder",

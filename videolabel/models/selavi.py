@@ -104,11 +104,15 @@ class SeLaVi(nn.Module):
         return out
 
     def to_channels_last(self) -> "SeLaVi":
-        """channels_last_3d for the visual tower, channels_last for the audio tower (in place).
+        """channels_last_3d for 5D conv weights, channels_last for 4D ones, in both towers (in place).
 
-        ``Module.to(memory_format=torch.channels_last_3d)`` cannot be used on the whole model: it
-        would also hit the audio tower's 4D weights.
+        ``Module.to(memory_format=...)`` cannot be used: one format fails on the other rank's weights
+        (the ``tiny`` video tower has 2D convolutions, the paper's 3D ones).
         """
-        self.video_encoder.to(memory_format=torch.channels_last_3d)
-        self.audio_encoder.to(memory_format=torch.channels_last)
+        for module in (self.video_encoder, self.audio_encoder):
+            for param in module.parameters():  # 5D conv weights (3D convs) and 4D ones (per-frame 2D convs)
+                if param.dim() == 5:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
+                elif param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
         return self
