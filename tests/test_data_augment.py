@@ -124,7 +124,7 @@ def test_temporal_subsample():
     idx = temporal_indices(30, 8, 1, None, torch.device("cpu"))
     assert idx.tolist() == [[1, 5, 9, 13, 16, 20, 24, 28]]
     v = torch.arange(30, dtype=torch.uint8).reshape(1, 30, 1, 1, 1).expand(6, 30, 56, 56, 3).contiguous()
-    p = TINY.replace(video_crop=56, video_short_side=56, scale_jitter=(56, 56))
+    p = TINY.replace(video_frames=8, video_crop=56, video_short_side=56, scale_jitter=(56, 56))
     ev = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
     assert (ev[:, 0, :, 0, 0] * 255).round().tolist() == [[1, 5, 9, 13, 16, 20, 24, 28]] * 6
     tr = (VideoAugment(p, train=True, mean=(0, 0, 0), std=(1, 1, 1))(v, _gen(0))[:, 0, :, 0, 0] * 255).round()

@@ -130,7 +130,7 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads,
-                            fusion=cfg.modalities == "concat")
+                            fusion=cfg.modalities == "concat", head_layers=cfg.head_layers)
     except (KeyError, ValueError, RuntimeError, TypeError, VideolabelError) as exc:
         raise VideolabelError(f"damaged checkpoint {ckpt}: no model fits its train_config ({first_line(exc)})") from None
     if not random_init:

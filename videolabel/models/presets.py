@@ -137,9 +137,11 @@ def build_audio_encoder(preset: str | Preset) -> nn.Module:
     return enc
 
 
-def build_model(preset: str | Preset, num_clusters: int, num_heads: int, *, fusion: bool = False) -> SeLaVi:
+def build_model(preset: str | Preset, num_clusters: int, num_heads: int, *, fusion: bool = False,
+                head_layers: int = 2) -> SeLaVi:
     """A randomly initialised :class:`SeLaVi` for ``preset`` with ``num_heads`` heads of ``num_clusters``
-    (``fusion``: heads on the concatenated features instead, Table 3(b)'s baseline)."""
+    (``fusion``: heads on the concatenated features instead, Table 3(b)'s baseline; ``head_layers``: 2 for
+    the paper's MLP heads, 1 for linear ones)."""
     p = get_preset(preset)
     model = SeLaVi(
         build_video_encoder(p),
@@ -149,6 +151,7 @@ def build_model(preset: str | Preset, num_clusters: int, num_heads: int, *, fusi
         feat_dim_v=p.feat_dim_v,
         feat_dim_a=p.feat_dim_a,
         fusion=fusion,
+        head_layers=head_layers,
     )
     model.preset = p  # plain attribute, not a submodule
     return model

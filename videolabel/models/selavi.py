@@ -45,6 +45,7 @@ class SeLaVi(nn.Module):
         feat_dim_v: int,
         feat_dim_a: int,
         fusion: bool = False,
+        head_layers: int = 2,
     ) -> None:
         super().__init__()
         self.video_encoder = video_encoder
@@ -54,11 +55,12 @@ class SeLaVi(nn.Module):
         self.feat_dim_v = int(feat_dim_v)
         self.feat_dim_a = int(feat_dim_a)
         self.preset = None  # set by presets.build_model (a Preset; plain attribute, not in state_dict)
-        self.video_heads = make_heads(self.num_heads, self.feat_dim_v, self.num_clusters)
-        self.audio_heads = make_heads(self.num_heads, self.feat_dim_a, self.num_clusters)
+        self.video_heads = make_heads(self.num_heads, self.feat_dim_v, self.num_clusters, head_layers)
+        self.audio_heads = make_heads(self.num_heads, self.feat_dim_a, self.num_clusters, head_layers)
         self.fusion = bool(fusion)
         if self.fusion:
-            self.fused_heads = make_heads(self.num_heads, self.feat_dim_v + self.feat_dim_a, self.num_clusters)
+            self.fused_heads = make_heads(self.num_heads, self.feat_dim_v + self.feat_dim_a, self.num_clusters,
+                                          head_layers)
 
     # -- encoders ---------------------------------------------------------------------------
     def encode_video(self, x: torch.Tensor) -> torch.Tensor:

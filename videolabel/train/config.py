@@ -28,6 +28,7 @@ class TrainConfig:
     preset: str = "paper"  # model/input preset: "paper" (R(2+1)D-18 + ResNet-9) or "tiny"
     num_clusters: int = 100  # K
     num_heads: int = 10  # H clustering heads per modality
+    head_layers: int = 2  # 2: Linear-BN-ReLU-Linear (paper); 1: one linear layer on the features
     epochs: int = 200
     batch_size: int = 16  # clips per process (per GPU)
     lr: float = 0.01  # per 16-clip batch; scaled linearly with the global batch
@@ -88,6 +89,7 @@ class TrainConfig:
 
         need(self.num_clusters >= 2, "num_clusters must be >= 2")
         need(self.num_heads >= 1, "num_heads must be >= 1")
+        need(self.head_layers in (1, 2), "head_layers must be 1 or 2")
         need(self.epochs >= 1, "epochs must be >= 1")
         need(self.batch_size >= 1, "batch_size must be >= 1")
         need(self.lr > 0, "lr must be > 0")

@@ -316,7 +316,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.preset, num_clusters=K, num_heads=H,
-                                 fusion=cfg.modalities == "concat").to(self.dev)
+                                 fusion=cfg.modalities == "concat", head_layers=cfg.head_layers).to(self.dev)
         self.preset = self.model.preset
         if self.cuda and cfg.channels_last:
             self.model.to_channels_last()
