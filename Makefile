@@ -4,9 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 DEMO   ?= demo
-# demo size: videos per digit of the embedded AV-Digits subset, and training epochs
-PER_CLASS ?= 24
-EPOCHS    ?= 30
+# demo size: videos per digit of the embedded AV-Digits subset (each of its 30 recordings per digit
+# appears in up to REUSE videos, each time with another handwritten image), and training epochs
+PER_CLASS ?= 60
+REUSE     ?= 2
+EPOCHS    ?= 12
 
 .PHONY: install demo test clean-demo
 
@@ -19,7 +21,7 @@ install: $(VENV)/.installed
 
 # Build AV-Digits from the embedded subset, then ingest -> train (tiny preset) -> assign -> evaluate.
 demo: install
-	$(PY) examples/avdigits/build.py --out $(DEMO)/avdigits --per-class $(PER_CLASS) --size 64x64 --seconds 2 --seed 0
+	$(PY) examples/avdigits/build.py --out $(DEMO)/avdigits --per-class $(PER_CLASS) --reuse $(REUSE) --size 64x64 --seconds 2 --seed 0
 	$(VENV)/bin/videolabel ingest $(DEMO)/avdigits/videos --out $(DEMO)/cache --size 64x64 --frames 8 --fps 8 \
 		--clips-per-video 2 --progress log
 	rm -rf $(DEMO)/run

@@ -152,6 +152,19 @@ def test_per_class_is_capped_by_recordings(avd, tmp_path):
     assert summary.n_videos == 20 and set(summary.per_class.values()) == {2}
 
 
+def test_reuse_pairs_each_recording_with_other_images(avd):
+    recs = [r for r in avd.find_recordings(avd.DEFAULT_FSDD) if r.speaker == "theo" and r.take < 2]
+    sheet, cols = avd.load_digit_sheet(avd.DEFAULT_DIGITS)
+    once = avd.plan(recs, sheet, cols, 99, 0, ".mp4")
+    thrice = avd.plan(recs, sheet, cols, 99, 0, ".mp4", reuse=3)
+    assert len(once) == 20 and len(thrice) == 60
+    assert [j.recording for j in thrice[:2]] == [j.recording for j in once[:2]]  # a prefix of the order
+    for d in range(10):
+        jobs = [j for j in thrice if j.label == d]
+        assert len({j.recording.path for j in jobs}) == 2  # each recording 3 times ...
+        assert len({j.digit_image for j in jobs}) == 6 and len({j.rel_path for j in jobs}) == 6  # ... with other images
+
+
 def test_sheet_layouts(avd, tmp_path):
     from PIL import Image
 

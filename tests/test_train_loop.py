@@ -128,6 +128,11 @@ def test_tiny_training_runs_end_to_end(avdigits_cache, tmp_path):
     gt = pd.read_csv(labels_csv)
     assert len(got.merge(gt, on="path")) == len(got) == len(gt)
     assert all(got[f"label_h{h}"].nunique() > 1 for h in range(2))  # not collapsed into one cluster
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    distill = [r for r in records if r.get("event") == "distill"]
+    assert len(distill) == 1 and 0.0 <= distill[0]["heads_fit"] <= 1.0 and "nmi_gt_head0" in distill[0]
+    # the final labels are the distilled ones, and the saved heads reproduce most of them
+    assert distill[0]["heads_fit"] > 0.3
     # run folder contents
     run = tmp_path / "run"
     for name in ("config.json", "run.json", "metrics.jsonl", "model-final.pt", "checkpoint-last.pt"):
@@ -209,7 +214,9 @@ def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp
             "--device", "cpu", "--set", "eval_batch_size=7", *extra]
     # label_bn=batch (the tiny recipe's default) normalises each label-pass batch by its own statistics,
     # so rows depend on how they are batched; precise statistics are the same for any number of processes
-    args += ["--set", "label_bn=precise"]
+    # final_labels=heads: the first solve's labels are compared (k-means on the final features would
+    # compare two different trainings: one process steps on 8 clips, two on 16)
+    args += ["--set", "label_bn=precise", "--set", "final_labels=heads"]
     one = cli("train", str(cache), "--out", str(tmp_path / "one"), *args)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",

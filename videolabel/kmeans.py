@@ -17,10 +17,14 @@ faiss is an optional dependency: ``pip install videolabel[cpu]`` (faiss-cpu) or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from videolabel.errors import VideolabelError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus", "pca_whiten",
            "l2_normalise"]
@@ -263,3 +267,34 @@ def pca_whiten(features: np.ndarray, dims: int, eps: float = 1e-6) -> np.ndarray
     evecs = evecs * np.where(signs == 0, 1.0, signs)
     out = (xc @ evecs) / np.sqrt(np.maximum(evals, 0.0) + eps)
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor, modality: str = "both", *,
+                    pca: int = 0) -> np.ndarray:
+    """Global-average-pooled encoder features for k-means: per modality PCA-whitened to ``pca`` dims
+    (0: not) then L2-normalised, and concatenated (both; zeros for a video without audio).
+
+    Why whiten: pooled post-ReLU features share a large common component, and raw L2-normalised
+    features let k-means split on it. On 1,000 AV-Digits videos (tiny preset, 20 epochs) k-means NMI
+    to the digit was 17.6 (L2 only) / 38.0 (whitened to 32 dims) on trained features and 23.6 / 16.7 on
+    randomly initialised ones: without whitening the trained encoder looked worse than a random one."""
+    import torch
+    import torch.nn.functional as F
+
+    if pca > 0:
+        fv = torch.from_numpy(pca_whiten(fv.numpy(), pca))
+        ok = has_audio.numpy().astype(bool)
+        w = torch.from_numpy(pca_whiten(fa.numpy()[ok], pca)) if ok.sum() >= 2 else None
+        wa = torch.zeros(fa.shape[0], min(pca, fa.shape[1]) if w is None else w.shape[1], dtype=torch.float32)
+        if w is not None:
+            wa[torch.from_numpy(ok)] = w
+        fa = wa
+    fv = F.normalize(fv, dim=1)
+    fa = F.normalize(fa, dim=1) * has_audio[:, None].to(fa.dtype)
+    if modality == "visual":
+        f = fv
+    elif modality == "audio":
+        f = fa
+    else:
+        f = torch.cat([fv, fa], dim=1)
+    return np.ascontiguousarray(f.numpy().astype(np.float32))

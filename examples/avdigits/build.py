@@ -212,13 +212,16 @@ def plan(
     per_class: int,
     seed: int,
     ext: str,
+    reuse: int = 1,
 ) -> list[Job]:
     """Choose the recording and the digit image of every video, deterministically.
 
     Per class: the speakers' takes are shuffled and interleaved round-robin (speaker order
     shuffled too), so any ``per_class`` gives speaker-balanced classes, and a smaller
     ``per_class`` gives a prefix of a larger one. Digit images are a shuffled permutation of the
-    class's images (distinct until the class runs out, then it cycles).
+    class's images (distinct until the class runs out, then it cycles). ``reuse`` > 1 lets each
+    recording appear in up to that many videos (the round-robin order repeated), each time with
+    another digit image and its own random offset, level and motion.
     """
     jobs = []
     for d in range(N_CLASSES):
@@ -236,7 +239,7 @@ def plan(
             order.extend(q[i] for q in queues if i < len(q))
         images = class_images(sheet, cols, d)
         img_order = [images[i] for i in rng.permutation(len(images))]
-        for n, rec in enumerate(order[:per_class]):
+        for n, rec in enumerate((order * max(1, int(reuse)))[:per_class]):
             name = f"{d}_{rec.speaker}_{rec.take}_{n}{ext}"
             jobs.append(
                 Job(d, n, rec, img_order[n % len(img_order)], f"{d}/{name}", (seed, d, n))
@@ -490,6 +493,7 @@ def build(
     ffmpeg: str | None = None,
     overwrite: bool = False,
     print_summary: bool = False,
+    reuse: int = 1,
 ) -> Summary:
     """Build the set into ``out``; see the module docstring. Returns a :class:`Summary`."""
     t0 = time.perf_counter()
@@ -504,6 +508,8 @@ def build(
         raise BuildError(f"{codec} writes .webm, which cannot hold {audio_codec}: use libopus")
     if per_class < 1:
         raise BuildError("--per-class must be at least 1")
+    if reuse < 1:
+        raise BuildError("--reuse must be at least 1")
     if not (fps > 0 and seconds > 0):
         raise BuildError("--fps and --seconds must be positive")
     if sample_rate not in (8000, 12000, 16000, 24000, 48000) and audio_codec == "libopus":
@@ -543,7 +549,7 @@ def build(
         (out / stale).unlink(missing_ok=True)
     videos.mkdir(parents=True, exist_ok=True)
 
-    jobs = plan(recs, sheet, cols, per_class, seed, ext)
+    jobs = plan(recs, sheet, cols, per_class, seed, ext, reuse)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     st = Settings(str(videos), width, height, float(fps), float(seconds), codec, audio_codec,
                   int(sample_rate), _find_ffmpeg(ffmpeg))
@@ -573,6 +579,7 @@ def build(
         "dataset": "AV-Digits",
         "n_videos": len(jobs),
         "per_class": per,
+        "reuse": int(reuse),
         "speakers": used_speakers,
         "takes": sorted({j.recording.take for j in jobs}),
         "size": [width, height],
@@ -607,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="digits sheet PNG, full 2000x1000 or a column crop (default: embedded 400x1000)")
     p.add_argument("--per-class", type=int, default=20,
                    help="videos per digit, capped by the recordings available (default 20)")
+    p.add_argument("--reuse", type=int, default=1,
+                   help="videos each recording may appear in, each with another image (default 1)")
     p.add_argument("--speakers", help="comma list of speakers to use (default: all)")
     p.add_argument("--exclude-speakers", help="comma list of speakers to leave out")
     p.add_argument("--takes", help="takes to use: a range, a list or both, e.g. 0-4 or 5-49 or 0,2,4")
@@ -630,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             exclude_speakers=a.exclude_speakers, takes=a.takes, size=a.size, fps=a.fps,
             seconds=a.seconds, codec=a.codec, audio_codec=a.audio_codec,
             sample_rate=a.sample_rate, seed=a.seed, workers=a.workers, ffmpeg=a.ffmpeg,
-            overwrite=a.overwrite, print_summary=True,
+            overwrite=a.overwrite, print_summary=True, reuse=a.reuse,
         )
     except BuildError as exc:
         print(f"build.py: error: {exc}", file=sys.stderr)

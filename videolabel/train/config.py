@@ -57,6 +57,11 @@ class TrainConfig:
     # inputs of the label passes: "train" (each clip under a train-time augmentation, the paper's eq. 6
     # mean over t) or "eval" (the inference inputs, un-augmented: less label noise; not in the paper)
     label_inputs: str = "train"
+    # the labels a run ends with: "heads" (the last solve's, paper) or "features" (k-means on the final
+    # encoders' pooled features, distilled into the heads; not in the paper: on CPU budgets the heads'
+    # labels lag the features by 25-40 NMI points, docs/method.md "The tiny recipe")
+    final_labels: str = "heads"
+    distill_epochs: int = 40  # final_labels="features": epochs of head-only training on the k-means labels
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
@@ -99,6 +104,8 @@ class TrainConfig:
         need(self.optimizer in ("sgd", "adamw"), "optimizer must be sgd or adamw")
         need(self.label_bn in ("precise", "eval", "batch"), "label_bn must be precise, eval or batch")
         need(self.label_inputs in ("train", "eval"), "label_inputs must be train or eval")
+        need(self.final_labels in ("heads", "features"), "final_labels must be heads or features")
+        need(self.distill_epochs >= 1, "distill_epochs must be >= 1")
         need(self.precise_bn_clips >= 0, "precise_bn_clips must be >= 0")
         need(self.label_bn != "precise" or self.precise_bn_clips >= 2, "label_bn=precise needs precise_bn_clips >= 2")
         need(self.n_solves >= 1, "n_solves must be >= 1")
@@ -136,6 +143,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "schedule_power": 2.0,
         "balance_modalities": True,
         "label_inputs": "eval",
+        "final_labels": "features",
         "label_bn": "batch",
         "decorrelate": False,
         "video_norm": "clip",

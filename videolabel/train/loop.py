@@ -60,7 +60,7 @@ def seed_for(seed: int, *parts: int) -> int:
 
 
 # what-tags for seed_for
-_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR, _BN = 1, 2, 3, 4, 5, 6, 7
+_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR, _BN, _DISTILL = 1, 2, 3, 4, 5, 6, 7, 8
 
 
 def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -720,6 +720,101 @@ class Trainer:
                                                 self.has_audio.cpu()))
         return m
 
+    # ------------------------------------------------------------------ final labels from the features
+    @torch.no_grad()
+    def pooled_features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every clip of this process's videos under the inference inputs of ``videolabel assign``: the
+        encoders' pooled features ``fv``, ``fa`` ``[clips, D]`` and the clip's video index (global), plus
+        the clip-averaged features of every video ``[n_local, Dv + Da]`` (for k-means)."""
+        start, stop = D.split_range(self.n, self.info.world_size, self.info.rank)
+        clips = np.concatenate([np.arange(f, f + c) for f, c in zip(self.first_clip[start:stop],
+                                                                   self.n_clips[start:stop])] or [np.zeros(0, np.int64)])
+        loader = make_loader(self.ds, ListBatches(clips.astype(np.int64), self.cfg.eval_batch_size),
+                             self.cfg.workers, self.cuda, self.cfg.prefetch)
+        self.model.eval()
+        fvs, fas, owners = [], [], []
+        for batch in loader:
+            video, audio, vidx = self._to_device(batch)
+            with self._autocast():
+                fvs.append(self.model.encode_video(self.vaug_eval(video)).float())
+                fas.append(self.model.encode_audio(self.aaug_eval(audio)).float())
+            owners.append(vidx.to(self.dev))
+        self.model.train()
+        fv, fa, owner = torch.cat(fvs), torch.cat(fas), torch.cat(owners)
+        local = owner - start
+        n_local = stop - start
+        count = torch.zeros(n_local, device=self.dev).index_add_(0, local, torch.ones_like(local, dtype=torch.float32))
+        mean = torch.zeros(n_local, fv.shape[1] + fa.shape[1], device=self.dev).index_add_(
+            0, local, torch.cat([fv, fa], dim=1)) / count.clamp_min(1.0)[:, None]
+        return fv, fa, owner, mean
+
+    def distill_labels(self) -> dict[str, Any]:
+        """``final_labels="features"`` (not in the paper): the run's labels become k-means (one seed per
+        head) on the final encoders' clip-averaged pooled features, PCA-whitened and L2-normalised per
+        modality as ``assign --method kmeans`` does, and every head is trained for ``distill_epochs`` on
+        the frozen per-clip features to predict its labels, so that ``assign`` reproduces them and labels
+        new videos with the same clusters. Every process runs the same k-means on the gathered features
+        and the heads' gradients are averaged over processes."""
+        from videolabel.kmeans import kmeans, pooled_features
+
+        cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
+        t0 = time.perf_counter()
+        fv, fa, owner, mean = self.pooled_features()
+        full = D.all_gather_rows(mean, self.n).cpu()
+        dv = fv.shape[1]
+        x = pooled_features(full[:, :dv], full[:, dv:], self.has_audio.cpu(), "both", pca=32)
+        labels = torch.stack([torch.as_tensor(kmeans(x, K, seed=seed_for(cfg.seed, _DISTILL, h) % (1 << 31)).labels,
+                                              dtype=torch.int64) for h in range(H)])
+        old = self.labels.clone()
+        self.labels = labels
+        # head-only training on the frozen features: every head of both towers (or the fusion heads)
+        y = labels.to(self.dev)[:, owner]  # [H, clips]
+        ha = self.has_audio.to(self.dev)[owner]
+        towers = [("fused", torch.cat([fv, fa], dim=1), None)] if self.model.fusion else \
+            [("video", fv, None), ("audio", fa, ha)]
+        params = [p for name, _, _ in towers for head in
+                  (self.model.fused_heads if name == "fused" else self.model.heads(name)) for p in head.parameters()]
+        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=cfg.weight_decay)
+        total = torch.tensor([float(len(owner))], device=self.dev)
+        if D.is_dist():
+            torch.distributed.all_reduce(total)
+        n_clips = int(total.item())
+        bs = min(256, max(32, n_clips // (8 * self.info.world_size)))  # >= 8 steps an epoch on small sets
+        steps = cfg.distill_epochs * max(1, math.ceil(n_clips / (bs * self.info.world_size)))
+        g = _gen(seed_for(cfg.seed, _DISTILL, H, self.info.rank))
+        for _ in range(steps):
+            sel = torch.randint(len(owner), (min(bs, len(owner)),), generator=g).to(self.dev)
+            loss = torch.zeros((), device=self.dev)
+            for name, f, present in towers:
+                logits = self.model.fused_forward(fv[sel], fa[sel]) if name == "fused" else \
+                    self.model.heads_forward(f[sel], name)
+                ce = F.cross_entropy(logits.reshape(-1, K), y[:, sel].reshape(-1), reduction="none").reshape(H, -1)
+                w = torch.ones_like(ce) if present is None else present[sel].to(ce.dtype).expand_as(ce)
+                loss = loss + (ce * w).sum() / w.sum().clamp_min(1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if D.is_dist():
+                for p in params:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= self.info.world_size
+            opt.step()
+        # how well the heads reproduce their labels (inference mode, this process's clips)
+        self.model.eval()
+        with torch.no_grad():
+            name, f, _ = towers[0]
+            logits = self.model.fused_forward(fv, fa) if name == "fused" else self.model.heads_forward(f, name)
+            fit = float((logits.argmax(-1) == y).float().mean())
+        self.model.train()
+        m: dict[str, Any] = {"event": "distill", "step": self.step, "distill_s": round(time.perf_counter() - t0, 3),
+                             "distill_steps": steps, "heads_fit": fit,
+                             "labels_nmi_last_solve": float(np.mean([nmi(old[h].numpy(), labels[h].numpy())
+                                                                      for h in range(H)]))}
+        if self.gt_codes is not None:
+            ok = self.gt_codes >= 0
+            m["nmi_gt_head0"] = float(nmi(self.gt_codes[ok], labels[0].numpy()[ok]))
+        return m
+
     def _solve_metrics(self, old: torch.Tensor, t_pass: float, t_total: float) -> dict[str, Any]:
         K = self.cfg.num_clusters
         new = self.labels.numpy()
@@ -857,6 +952,10 @@ class Trainer:
             if not preempted:
                 if cfg.precise_bn_clips > 0:  # the final model's statistics for inference inputs
                     self.recalibrate_bn(seed_for(cfg.seed, _BN, 2), train_aug=False)
+                if cfg.final_labels == "features":
+                    m = self.distill_labels()
+                    self.log(m)
+                    last.update(m)
                 ckpt = self.save(FINAL)
                 labels_path = self.write_labels()
         finally:
