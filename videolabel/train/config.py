@@ -59,7 +59,8 @@ class TrainConfig:
     label_inputs: str = "train"
     # the labels a run ends with: "heads" (the last solve's, paper) or "features" (k-means on the final
     # encoders' pooled features, distilled into the heads; not in the paper: on CPU budgets the heads'
-    # labels lag the features by 25-40 NMI points, docs/method.md "The tiny recipe")
+    # labels lag the features by 25-40 NMI points, docs/method.md "The tiny recipe"); with more clusters
+    # than videos the last solve's labels are kept
     final_labels: str = "heads"
     distill_epochs: int = 40  # final_labels="features": epochs of head-only training on the k-means labels
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never

@@ -952,10 +952,13 @@ class Trainer:
             if not preempted:
                 if cfg.precise_bn_clips > 0:  # the final model's statistics for inference inputs
                     self.recalibrate_bn(seed_for(cfg.seed, _BN, 2), train_aug=False)
-                if cfg.final_labels == "features":
+                if cfg.final_labels == "features" and self.n >= cfg.num_clusters:
                     m = self.distill_labels()
                     self.log(m)
                     last.update(m)
+                elif cfg.final_labels == "features":  # k-means needs K <= N: keep the last solve's labels
+                    self.log({"event": "distill", "step": self.step, "skipped": f"K={cfg.num_clusters} > "
+                              f"{self.n} videos: the last solve's labels are kept"})
                 ckpt = self.save(FINAL)
                 labels_path = self.write_labels()
         finally:
