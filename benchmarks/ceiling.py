@@ -90,6 +90,7 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
     from videolabel.data.augment import AudioAugment, VideoAugment
     from videolabel.models.batchnorm import recalibrate_batchnorm
     from videolabel.models.presets import get_preset
+    from videolabel.train.loop import learning_rate
 
     preset = get_preset(cfg.preset)
     torch.manual_seed(seed)
@@ -122,13 +123,6 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
     t0 = time.perf_counter()
     step = 0
 
-    def lr_at(s: int) -> float:
-        if warm and s < warm:
-            return base_lr * (s + 1) / warm
-        if cfg.lr_schedule == "cosine":
-            return 0.5 * base_lr * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
-        return base_lr
-
     for epoch in range(epochs):
         order = rng.permutation(n_v)
         clips = first[order] + (rng.random(n_v) * counts[order]).astype(np.int64)
@@ -138,7 +132,7 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
             if len(sel) < 2:
                 continue
             for g in opt.param_groups:
-                g["lr"] = lr_at(step)
+                g["lr"] = learning_rate(step, base_lr, warm, total, cfg.lr_schedule)
             x = aug_t(train[key][sel], gen)
             loss = F.cross_entropy(model(x), yt[train["vidx"][sel]])
             opt.zero_grad(set_to_none=True)

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from videolabel.models.blocks import conv2d_bn_relu, maxpool_cnn
+
 
 class ResNet9AudioEncoder(nn.Module):
     """ResNet-9 on one-channel spectrograms: ``[B,1,F,T] -> [B,512]``."""
@@ -47,14 +49,6 @@ def resnet9_audio_encoder() -> ResNet9AudioEncoder:
     return ResNet9AudioEncoder()
 
 
-def _conv2d_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
 class TinyAudioEncoder(nn.Module):
     """conv2d-BN-ReLU blocks (stride 2 except the last), global average pool:
     ``[B,1,F,T] -> [B, widths[-1]]``. With the ``tiny`` preset input (64 x 100) the last map is 8 x 13.
@@ -67,7 +61,7 @@ class TinyAudioEncoder(nn.Module):
         blocks = []
         cin = 1
         for i, w in enumerate(widths):
-            blocks.append(_conv2d_bn_relu(cin, w, 1 if i == len(widths) - 1 else 2))
+            blocks.append(conv2d_bn_relu(cin, w, 1 if i == len(widths) - 1 else 2))
             cin = w
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -86,14 +80,7 @@ class SpecCNNEncoder(nn.Module):
         super().__init__()
         if len(widths) < 2:
             raise ValueError("SpecCNNEncoder needs at least two widths")
-        layers: list[nn.Module] = []
-        cin = 1
-        for i, w in enumerate(widths):
-            layers.append(_conv2d_bn_relu(cin, w, 1))
-            if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            cin = w
-        self.features = nn.Sequential(*layers)
+        self.features = maxpool_cnn(1, widths)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = int(widths[-1])
 

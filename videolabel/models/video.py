@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torchvision.models.video import r2plus1d_18
 
+from videolabel.models.blocks import maxpool_cnn
+
 
 class R2Plus1D18Encoder(nn.Module):
     """torchvision ``r2plus1d_18(weights=None)`` with the classifier removed: ``[B,3,T,H,W] -> [B,512]``."""
@@ -73,14 +75,6 @@ class TinyVideoEncoder(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-def _conv2d_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
 class FrameCNNEncoder(nn.Module):
     """A small 2D CNN applied to every frame, features averaged over time (``frames2d``, the ``tiny``
     preset): ``[B,3,T,H,W] -> [B, widths[-1]]``.
@@ -95,14 +89,7 @@ class FrameCNNEncoder(nn.Module):
         super().__init__()
         if len(widths) < 2:
             raise ValueError("FrameCNNEncoder needs at least two widths")
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, w in enumerate(widths):
-            layers.append(_conv2d_bn_relu(cin, w))
-            if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2, ceil_mode=True))
-            cin = w
-        self.features = nn.Sequential(*layers)
+        self.features = maxpool_cnn(3, widths)
         self.out_dim = int(widths[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,17 @@ def seed_for(seed: int, *parts: int) -> int:
 _EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR, _BN, _DISTILL = 1, 2, 3, 4, 5, 6, 7, 8
 
 
+def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The learning rate at ``step``: linear warm-up to ``base_lr`` over ``warmup_steps``, then constant or
+    (``schedule="cosine"``) cosine decay to 0 at ``total_steps``."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "cosine":
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * base_lr * (1 + math.cos(math.pi * (step - warmup_steps) / span))
+    return base_lr
+
+
 def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     g = torch.Generator(device=device)
     g.manual_seed(seed)
@@ -722,7 +733,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ final labels from the features
     @torch.no_grad()
-    def pooled_features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def final_features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every clip of this process's videos under the inference inputs of ``videolabel assign``: the
         encoders' pooled features ``fv``, ``fa`` ``[clips, D]`` and the clip's video index (global), plus
         the clip-averaged features of every video ``[n_local, Dv + Da]`` (for k-means)."""
@@ -759,7 +770,7 @@ class Trainer:
 
         cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
         t0 = time.perf_counter()
-        fv, fa, owner, mean = self.pooled_features()
+        fv, fa, owner, mean = self.final_features()
         full = D.all_gather_rows(mean, self.n).cpu()
         dv = fv.shape[1]
         x = pooled_features(full[:, :dv], full[:, dv:], self.has_audio.cpu(), "both", pca=32)
@@ -836,12 +847,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the training step
     def lr_at(self, step: int) -> float:
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.base_lr * (step + 1) / self.warmup_steps
-        if self.cfg.lr_schedule == "cosine":
-            span = max(1, self.total_steps - self.warmup_steps)
-            return 0.5 * self.base_lr * (1 + math.cos(math.pi * (step - self.warmup_steps) / span))
-        return self.base_lr
+        return learning_rate(step, self.base_lr, self.warmup_steps, self.total_steps, self.cfg.lr_schedule)
 
     def train_step(self, video: torch.Tensor, audio: torch.Tensor, y: torch.Tensor, has_audio: torch.Tensor,
                    step: int) -> torch.Tensor:
