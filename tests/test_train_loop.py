@@ -132,7 +132,7 @@ def test_tiny_training_runs_end_to_end(avdigits_cache, tmp_path):
     distill = [r for r in records if r.get("event") == "distill"]
     assert len(distill) == 1 and 0.0 <= distill[0]["heads_fit"] <= 1.0 and "nmi_gt_head0" in distill[0]
     # the final labels are the distilled ones, and the saved heads reproduce most of them
-    assert distill[0]["heads_fit"] > 0.3
+    assert distill[0]["heads_fit"] > 0.3  # measured 0.68-0.74 over seeds 0-2 (chance 0.1)
     # run folder contents
     run = tmp_path / "run"
     for name in ("config.json", "run.json", "metrics.jsonl", "model-final.pt", "checkpoint-last.pt"):
