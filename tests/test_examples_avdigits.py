@@ -188,3 +188,50 @@ def test_parse_takes(avd):
     assert avd.parse_takes(None) is None
     with pytest.raises(avd.BuildError):
         avd.parse_takes("a-b")
+
+
+def test_varied_style_draws_cover_the_ranges(avd):
+    """--style varied: over many draws, every background kind, low resolution in about half, contrast
+    kept, speech level and noise floor spread over their documented ranges."""
+    styles = [avd.draw_style(np.random.default_rng([3, i])) for i in range(400)]
+    assert {s.background for s in styles} == {"flat", "noise", "gradient", "texture"}
+    assert 0.4 < np.mean([s.low_res > 0 for s in styles]) < 0.9
+    for s in styles:
+        assert 0.25 <= s.scale[0] <= s.scale[1] <= 0.70
+        assert abs(avd._luma(np.asarray(s.bg_rgb)) - avd._luma(np.asarray(s.ink_rgb))) >= 70
+        assert 10 ** -1.5 * 0.5 <= s.peak[0] < s.peak[1] <= 1.0
+        assert 1e-4 <= s.floor <= 10 ** -1.75
+    floors_db = 20 * np.log10([s.floor for s in styles])
+    assert floors_db.min() < -75 and floors_db.max() > -40
+    dark_ink = np.mean([avd._luma(np.asarray(s.ink_rgb)) < avd._luma(np.asarray(s.bg_rgb)) for s in styles])
+    assert 0.2 < dark_ink < 0.8  # both polarities
+
+
+def test_varied_style_frames_are_coloured_and_plain_is_unchanged(avd):
+    digit = np.zeros((avd.CELL, avd.CELL), np.uint8)
+    digit[4:16, 8:12] = 255  # a "1"
+    style = avd.Style((0.5, 0.5), 8, "gradient", (200.0, 30.0, 30.0), (150.0, 60.0, 40.0), (20.0, 20.0, 220.0),
+                      0.0, (0.1, 0.2), 1e-3)
+    frames = np.concatenate(list(avd.render_frames(digit, 5, 48, 80, 10.0, np.random.default_rng(0), style=style)))
+    assert frames.shape == (5, 80, 48, 3)
+    blue = (frames[..., 2].astype(int) - frames[..., 0]) > 100  # the ink
+    assert 0 < blue.mean() < 0.5  # the digit is drawn in the ink colour, and only where it is
+    assert (frames[..., 0] > 120).mean() > 0.5  # the background is reddish
+    plain = np.concatenate(list(avd.render_frames(digit, 5, 48, 80, 10.0, np.random.default_rng(0))))
+    assert plain.shape == (5, 80, 48)  # grey, as before
+
+
+def test_varied_build_decodes(avd, tmp_path):
+    out = tmp_path / "varied"
+    _build(avd, out, per_class=1, style="varied", size=(48, 80))
+    rows = _rows(out)
+    assert len(rows) == 10
+    raw = subprocess.run([find_ffmpeg(), "-v", "error", "-i", str(out / "videos" / rows[0]["path"]),
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
+                         capture_output=True, check=True).stdout
+    frame = np.frombuffer(raw, np.uint8).reshape(80, 48, 3).astype(int)
+    assert np.abs(frame[..., 0] - frame[..., 1]).mean() + np.abs(frame[..., 1] - frame[..., 2]).mean() > 3
+    import json
+    assert json.loads((out / "build.json").read_text())["style"] == "varied"
+    with pytest.raises(avd.BuildError, match="style"):
+        _build(avd, tmp_path / "bad", style="fancy")

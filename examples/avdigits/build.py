@@ -250,12 +250,88 @@ def plan(
 # --- rendering ------------------------------------------------------------------------------
 
 
+STYLES = ("plain", "varied")
+
+
+@dataclass(frozen=True)
+class Style:
+    """The look and sound of one ``--style varied`` video, drawn by :func:`draw_style`."""
+
+    scale: tuple[float, float]  # digit cell height as a fraction of the frame's short side
+    low_res: int  # 0: the 20x20 image as is; else it is box-shrunk to low_res x low_res and blown up again
+    background: str  # "flat", "noise", "gradient" or "texture"
+    bg_rgb: tuple[float, float, float]
+    bg_rgb2: tuple[float, float, float]  # the gradient's / texture's second colour
+    ink_rgb: tuple[float, float, float]
+    noise_sigma: float  # per-frame pixel noise (0-255 scale)
+    peak: tuple[float, float]  # range of the recording's peak level (full scale 1)
+    floor: float  # RMS of the audio noise floor
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
+
+
+def draw_style(rng: np.random.Generator) -> Style:
+    """A random look and sound for ``--style varied``: digit scale 25-70 % of the short side, low-
+    resolution handwriting in half the videos, coloured ink on flat, noisy, gradient or textured
+    backgrounds of any colour (contrast at least 70 grey levels, either polarity), the recording peaking
+    anywhere from -30 to -1 dBFS over a noise floor from -80 to -35 dBFS."""
+    lo = float(rng.uniform(0.25, 0.55))
+    scale = (lo, lo + float(rng.uniform(0.0, 0.15)))
+    low_res = int(rng.choice([0, 0, 7, 8, 10, 12]))
+    background = str(rng.choice(["flat", "noise", "gradient", "texture"]))
+    while True:
+        bg, ink = rng.uniform(0, 255, size=3), rng.uniform(0, 255, size=3)
+        if abs(_luma(bg) - _luma(ink)) >= 70:
+            break
+    bg2 = np.clip(bg + rng.uniform(-60, 60, size=3), 0, 255)
+    if abs(_luma(bg2) - _luma(ink)) < 50:
+        bg2 = bg
+    sigma = float(rng.uniform(2, 25)) if background == "noise" else float(rng.uniform(0, 6))
+    peak_hi = float(10 ** rng.uniform(-1.5, -0.05))
+    floor = float(10 ** rng.uniform(-4.0, -1.75))
+    return Style((scale[0], scale[1]), low_res, background, tuple(map(float, bg)), tuple(map(float, bg2)),
+                 tuple(map(float, ink)), sigma, (0.5 * peak_hi, peak_hi), floor)
+
+
+def _blow_up(digit: np.ndarray, low_res: int) -> np.ndarray:
+    """``digit`` (20x20) shrunk to ``low_res`` x ``low_res`` (box filter) and enlarged back (bilinear):
+    the same image with the detail of a low-resolution scan."""
+    from PIL import Image
+
+    im = Image.fromarray(digit).resize((low_res, low_res), Image.BOX)
+    return np.asarray(im.resize((CELL, CELL), Image.BILINEAR), dtype=np.uint8)
+
+
+def _background(style: Style, width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """The still background of a ``varied`` video: float32 [H, W, 3]."""
+    c1, c2 = np.asarray(style.bg_rgb, np.float32), np.asarray(style.bg_rgb2, np.float32)
+    if style.background == "gradient":
+        ang = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        t = (np.cos(ang) * xx / width + np.sin(ang) * yy / height)
+        t = (t - t.min()) / max(1e-6, float(t.max() - t.min()))
+        return c1 * (1 - t[..., None]) + c2 * t[..., None]
+    if style.background == "texture":  # smooth blobs: a coarse noise field blown up
+        from PIL import Image
+
+        coarse = rng.uniform(0, 1, size=(max(2, height // 12), max(2, width // 12))).astype(np.float32)
+        t = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32).clip(0, 1)
+        return c1 * (1 - t[..., None]) + c2 * t[..., None]
+    return np.broadcast_to(c1, (height, width, 3)).astype(np.float32)
+
+
 def render_frames(digit: np.ndarray, n_frames: int, width: int, height: int, fps: float,
-                  rng: np.random.Generator, chunk: int = 16):
-    """Yield uint8 grey frames [t, H, W] in chunks: the digit on a random smooth path."""
+                  rng: np.random.Generator, chunk: int = 16, style: Style | None = None):
+    """Yield uint8 frames in chunks: the digit on a random smooth path. Grey [t, H, W] over gaussian
+    noise (``style`` None, the plain AV-Digits look), or RGB [t, H, W, 3] in the given ``style``."""
     t_all = np.arange(n_frames, dtype=np.float64) / fps
     short = min(width, height)
-    s0 = rng.uniform(0.40, 0.55) * short / CELL  # digit cell height -> 40-55 % of the frame
+    if style is not None and style.low_res:
+        digit = _blow_up(digit, style.low_res)
+    lo, hi = (0.40, 0.55) if style is None else style.scale
+    s0 = rng.uniform(lo, hi) * short / CELL  # digit cell height -> 40-55 % of the frame (plain)
     s_amp, s_f, s_ph = rng.uniform(0.04, 0.10), rng.uniform(0.2, 0.8), rng.uniform(0, 2 * np.pi)
     a0, a_amp = rng.uniform(-0.2, 0.2), rng.uniform(0.0, 0.12)  # radians
     a_f, a_ph = rng.uniform(0.1, 0.6), rng.uniform(0, 2 * np.pi)
@@ -275,6 +351,9 @@ def render_frames(digit: np.ndarray, n_frames: int, width: int, height: int, fps
     cx, cy = path(width), path(height)
     bg_level, bg_sigma = rng.uniform(10, 60), rng.uniform(6, 18)
     ink = rng.uniform(180, 255)
+    if style is not None:
+        still = _background(style, width, height, rng)
+        ink_rgb = np.asarray(style.ink_rgb, np.float32)
 
     pad = np.zeros((CELL + 3, CELL + 3), dtype=np.float32)
     pad[1 : CELL + 1, 1 : CELL + 1] = digit.astype(np.float32) / 255.0
@@ -303,6 +382,15 @@ def render_frames(digit: np.ndarray, n_frames: int, width: int, height: int, fps
         a = (flat[idx] * (1 - fu) + flat[idx + 1] * fu) * (1 - fv) + (
             flat[idx + stride] * (1 - fu) + flat[idx + stride + 1] * fu
         ) * fv
+        if style is not None:
+            bg = rng.standard_normal((k, height, width, 1), dtype=np.float32)
+            bg *= np.float32(style.noise_sigma)
+            bg = bg + still[None]
+            a = a[..., None]
+            frame = bg * (1 - a) + ink_rgb * a
+            np.clip(frame + 0.5, 0, 255, out=frame)
+            yield frame.astype(np.uint8)
+            continue
         bg = rng.standard_normal((k, height, width), dtype=np.float32)
         bg *= bg_sigma
         bg += bg_level
@@ -326,8 +414,10 @@ def read_wav(path: str) -> tuple[np.ndarray, int]:
     return x, sr
 
 
-def make_audio(path: str, sample_rate: int, n_samples: int, rng: np.random.Generator):
-    """The soundtrack: the recording at a random offset, noise floor elsewhere.
+def make_audio(path: str, sample_rate: int, n_samples: int, rng: np.random.Generator,
+               style: Style | None = None):
+    """The soundtrack: the recording at a random offset, noise floor elsewhere (``style``: its level
+    range and noise floor; None: peak 0.35-0.9 over the -80 dBFS floor).
 
     Returns (float32 samples, offset in s, placed duration in s). A recording longer than the
     video is cut at the video's end (offset 0).
@@ -340,7 +430,8 @@ def make_audio(path: str, sample_rate: int, n_samples: int, rng: np.random.Gener
         x = resample_poly(x, sample_rate // g, sr // g).astype(np.float32)
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > 0:
-        x = x * (rng.uniform(0.35, 0.9) / peak)  # random level, so loudness is not a speaker cue
+        lo, hi = (0.35, 0.9) if style is None else style.peak
+        x = x * (rng.uniform(lo, hi) / peak)  # random level, so loudness is not a speaker cue
     x = np.array(x[:n_samples], dtype=np.float32)
     nf = min(len(x) // 2, int(FADE_S * sample_rate))
     if nf > 0:
@@ -348,7 +439,8 @@ def make_audio(path: str, sample_rate: int, n_samples: int, rng: np.random.Gener
         x[:nf] *= ramp
         x[-nf:] *= ramp[::-1]
     offset = int(rng.integers(0, n_samples - len(x) + 1))
-    out = rng.standard_normal(n_samples, dtype=np.float32) * np.float32(NOISE_FLOOR)
+    floor = NOISE_FLOOR if style is None else style.floor
+    out = rng.standard_normal(n_samples, dtype=np.float32) * np.float32(floor)
     out[offset : offset + len(x)] += x
     return out, offset / sample_rate, len(x) / sample_rate
 
@@ -367,6 +459,7 @@ class Settings:
     audio_codec: str
     sample_rate: int
     ffmpeg: str
+    style: str = "plain"
 
 
 def encode_one(job: Job, digit: np.ndarray, st: Settings) -> dict:
@@ -378,12 +471,14 @@ def encode_one(job: Job, digit: np.ndarray, st: Settings) -> dict:
     final = Path(st.out_videos) / job.rel_path
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(f".{final.name}.part")
-    audio, offset_s, dur_s = make_audio(job.recording.path, st.sample_rate, n_samples, rng)
-    frames = render_frames(digit, n_frames, st.width, st.height, st.fps, rng)
+    # the varied look has its own stream, so the plain build's draws (and bytes) do not change
+    style = draw_style(np.random.default_rng([*job.seed, 1])) if st.style == "varied" else None
+    audio, offset_s, dur_s = make_audio(job.recording.path, st.sample_rate, n_samples, rng, style)
+    frames = render_frames(digit, n_frames, st.width, st.height, st.fps, rng, style=style)
     with tempfile.TemporaryDirectory(prefix="avdigits-") as tmp:
         cmd = [
             st.ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{st.width}x{st.height}",
+            "-f", "rawvideo", "-pix_fmt", "gray" if style is None else "rgb24", "-s", f"{st.width}x{st.height}",
             "-framerate", f"{st.fps:g}", "-i", "pipe:0",
         ]
         if st.audio_codec != "none":
@@ -494,6 +589,7 @@ def build(
     overwrite: bool = False,
     print_summary: bool = False,
     reuse: int = 1,
+    style: str = "plain",
 ) -> Summary:
     """Build the set into ``out``; see the module docstring. Returns a :class:`Summary`."""
     t0 = time.perf_counter()
@@ -510,6 +606,8 @@ def build(
         raise BuildError("--per-class must be at least 1")
     if reuse < 1:
         raise BuildError("--reuse must be at least 1")
+    if style not in STYLES:
+        raise BuildError(f"unknown --style {style!r}; choose from {', '.join(STYLES)}")
     if not (fps > 0 and seconds > 0):
         raise BuildError("--fps and --seconds must be positive")
     if sample_rate not in (8000, 12000, 16000, 24000, 48000) and audio_codec == "libopus":
@@ -552,7 +650,7 @@ def build(
     jobs = plan(recs, sheet, cols, per_class, seed, ext, reuse)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     st = Settings(str(videos), width, height, float(fps), float(seconds), codec, audio_codec,
-                  int(sample_rate), _find_ffmpeg(ffmpeg))
+                  int(sample_rate), _find_ffmpeg(ffmpeg), style)
     tasks = [(j, digit_cell(sheet, cols, j.digit_image), st) for j in jobs]
     if sys.modules.get(__name__) is None:  # loaded by path without registering: cannot pickle
         workers = 1
@@ -580,6 +678,7 @@ def build(
         "n_videos": len(jobs),
         "per_class": per,
         "reuse": int(reuse),
+        "style": style,
         "speakers": used_speakers,
         "takes": sorted({j.recording.take for j in jobs}),
         "size": [width, height],
@@ -616,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="videos per digit, capped by the recordings available (default 20)")
     p.add_argument("--reuse", type=int, default=1,
                    help="videos each recording may appear in, each with another image (default 1)")
+    p.add_argument("--style", default="plain", choices=STYLES,
+                   help="plain: grey digit over grey noise, -80 dBFS floor (default); varied: per video a digit "
+                   "scale of 25-70 %%, low-resolution handwriting in half, coloured ink and backgrounds (flat, "
+                   "noise, gradient, texture), speech from -30 to -1 dBFS over a -80 to -35 dBFS floor")
     p.add_argument("--speakers", help="comma list of speakers to use (default: all)")
     p.add_argument("--exclude-speakers", help="comma list of speakers to leave out")
     p.add_argument("--takes", help="takes to use: a range, a list or both, e.g. 0-4 or 5-49 or 0,2,4")
@@ -639,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             exclude_speakers=a.exclude_speakers, takes=a.takes, size=a.size, fps=a.fps,
             seconds=a.seconds, codec=a.codec, audio_codec=a.audio_codec,
             sample_rate=a.sample_rate, seed=a.seed, workers=a.workers, ffmpeg=a.ffmpeg,
-            overwrite=a.overwrite, print_summary=True, reuse=a.reuse,
+            overwrite=a.overwrite, print_summary=True, reuse=a.reuse, style=a.style,
         )
     except BuildError as exc:
         print(f"build.py: error: {exc}", file=sys.stderr)
