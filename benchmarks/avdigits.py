@@ -15,17 +15,22 @@ Reproduced (analogues; AV-Digits is tiny next to VGG-Sound, so compare rows, not
 
 * Table 5: k-means on a randomly initialised encoder, k-means on the trained encoders' pooled
   features, SeLaVi head 0 and SeLaVi's mean over heads (all from the full run).
-* Table 2: the full run labelled from audio only, frames only, and both (head 0).
-* Table 3: SeLa on frames only; SeLaVi without modality alignment, without the Gaussian cluster-size
-  prior (uniform instead), without decorrelated heads, without modality balancing (the paper's plain
-  eq. 6; balancing is ours, on in ``tiny.yaml``); feature concatenation with one head (both encoders'
-  features concatenated, one clustering head, ``modalities=concat``); full SeLaVi.
+* Table 2: the full run labelled from audio only, frames only, and both (the head ``assign`` chooses).
+* Table 3: SeLa on frames only; SeLaVi without modality alignment; with the paper's choices that the
+  tiny recipe leaves out, one at a time (the Gaussian cluster-size prior, decorrelated heads, the
+  heads as self-labelled instead of refitted on the final features); without modality balancing (the
+  paper's plain eq. 6; balancing is ours); feature concatenation with one head (both encoders'
+  features concatenated, one clustering head, ``modalities=concat``); the full recipe.
 * Table A.2: the number of clusters K = 10, 8, 20, 40 (head 0).
 * Fig. 2: the full run labelling frames degraded by nearest down/up-sampling by 1, 4, 8, 16
   (SeLaVi head 0 on both modalities, and the two k-means baselines); a table and a PNG.
+* Time to quality: held-out NMI of runs of the full recipe trained for 3, 6, 12 and ``--epochs``
+  epochs (first seed), against their training wall time; a table and a PNG.
 
-The "full" run is the settings of ``--config`` (default ``examples/avdigits/tiny.yaml``) with the
-Gaussian prior; every other row changes one setting of it. Settings are applied in this order, the
+By default Tables 5 and 2 and the time-to-quality curve are run (``--tables 5,2,tq``): they need one
+full run per seed and three short runs; Table 3, Table A.2 and Fig. 2 train or label many more runs
+(``--tables all``). The "full" run is the settings of ``--config`` (default
+``examples/avdigits/tiny.yaml``: the tiny preset's recipe); every other row changes one setting of it. Settings are applied in this order, the
 last winning: the config file, the ``--toy`` sizes, the script's defaults (``--epochs``, batch size
 32, no loader workers, no progress bar), ``--set KEY=VALUE`` (every row), the row's own setting
 (e.g. ``prior=uniform``), the seed. Runs that resolve to the same settings are trained once (the
@@ -41,15 +46,16 @@ CPU (2 cores, ``OMP_NUM_THREADS=1``), from the repository root::
 
     # toy size (seconds to minutes; numbers are noise): what the test runs
     python benchmarks/avdigits.py --toy --out /tmp/avd-toy --results /tmp/avd-toy.md
-    # small size on the embedded data: 10 videos per digit per split (100 + 100 videos)
-    python benchmarks/avdigits.py --per-class 10 --epochs 30 --seeds 0 1 2
-    # a full FSDD and the full digits sheet (paths to your copies)
-    python benchmarks/avdigits.py --fsdd ../shared/data/fsdd --digits ../shared/data/digits.png \\
-        --per-class 50 --epochs 30
+    # the default size on a full FSDD (path to your copy): 1,000 training and 500 held-out videos,
+    # each training recording used once; what benchmarks/RESULTS.md reports
+    python benchmarks/avdigits.py --fsdd ../shared/data/fsdd --seeds 0 1 2
+    # the same size on the embedded subset: 1,000 training videos from 200 recordings (each used in 5
+    # videos with other digit images), 100 held-out videos
+    python benchmarks/avdigits.py --seeds 0 1 2
 
-The embedded FSDD subset has 6 speakers with 5 takes of each digit, so at most 20 videos per digit
-for the 4 training speakers and 10 for the 2 held-out ones (``--per-class`` is capped by what is
-available). On a GPU the same command runs on CUDA (``--device``); the model size for a GPU study is
+The embedded FSDD subset has 6 speakers with 5 takes of each digit, so 20 recordings per digit for
+the 4 training speakers and 10 for the 2 held-out ones (``--heldout-per-class`` is capped by what is
+available; the training split reuses recordings, ``--reuse auto``, to reach ``--per-class``). On a GPU the same command runs on CUDA (``--device``); the model size for a GPU study is
 a ``--set`` / ``--config`` choice (``preset=paper`` expects 112x112 crops of larger frames and is not
 a sensible choice for these 64x64 videos).
 
@@ -89,15 +95,18 @@ DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "avdigits.md"
 
 SPLITS = ("train", "heldout")
 SPLIT_TITLE = {"train": "train", "heldout": "held-out"}
-TABLES = ("5", "2", "3", "a2", "f2")
+TABLES = ("5", "2", "3", "a2", "f2", "tq")
+#: the tables run unless --tables says otherwise: each other table trains or labels many more runs
+DEFAULT_TABLES = ("5", "2", "tq")
 TABLE_TITLES = {
     "5": "Table 5 analogue: k-means baselines vs SeLaVi",
     "2": "Table 2 analogue: modalities used for labelling",
     "3": "Table 3 analogue: ablations of SeLaVi",
     "a2": "Table A.2 analogue: number of clusters K",
     "f2": "Fig. 2 analogue: labelling degraded frames",
+    "tq": "Time to quality: held-out labels against training time",
 }
-TABLE_SHORT = {"5": "Table 5", "2": "Table 2", "3": "Table 3", "a2": "Table A.2", "f2": "Fig. 2"}
+TABLE_SHORT = {"5": "Table 5", "2": "Table 2", "3": "Table 3", "a2": "Table A.2", "f2": "Fig. 2", "tq": "Time to quality"}
 #: The metrics in the tables: (key in the library's scores, column title, percent?)
 METRICS: tuple[tuple[str, str, bool], ...] = (
     ("nmi", "NMI", True),
@@ -107,6 +116,8 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("mean_max_purity", "⟨p_max⟩", True),
 )
 DEGRADES = (1, 4, 8, 16)
+#: the time-to-quality table's shorter runs (epochs; the full run at --epochs is the last point)
+TQ_EPOCHS = (3, 6, 12)
 K_LIST = (10, 8, 20, 40)
 
 # the AV-Digits build and ingest geometry (the Makefile's `demo` target)
@@ -117,7 +128,8 @@ INGEST = dict(frames=8, fps=8.0, height=64, width=64, clips_per_video=2)
 
 #: --toy: settings small enough for a CPU test of the whole pipeline
 TOY_PER_CLASS = 2
-TOY_EPOCHS = 1
+TOY_EPOCHS = 2
+TOY_TQ_EPOCHS = (1,)
 TOY_TRAIN: dict[str, Any] = {"n_solves": 2, "align_proposals": 200, "align_restarts": 1, "precise_bn_clips": 64}
 
 
@@ -221,7 +233,16 @@ def choose_speakers(available: list[str], train: str | None, heldout: str | None
     return tr, held
 
 
-def prepare_split(name: str, speakers: list[str], args: argparse.Namespace, work: Path) -> Split:
+def reuse_needed(recordings: Sequence[Any], speakers: Sequence[str], per_class: int) -> int:
+    """How many videos each recording must appear in (with other digit images) so that every digit
+    reaches ``per_class`` videos from ``speakers``' recordings: 1 when there are enough recordings."""
+    counts = [sum(1 for r in recordings if r.speaker in speakers and r.digit == d) for d in range(10)]
+    fewest = min(counts)
+    return max(1, math.ceil(per_class / fewest)) if fewest else 1
+
+
+def prepare_split(name: str, speakers: list[str], args: argparse.Namespace, work: Path, *, per_class: int,
+                  reuse: int = 1) -> Split:
     """Build (unless built) and ingest (unless ingested) one split."""
     from videolabel.config import IngestConfig
     from videolabel.ingest.driver import run_ingest
@@ -229,15 +250,17 @@ def prepare_split(name: str, speakers: list[str], args: argparse.Namespace, work
     mod = load_builder()
     build_args = {
         "fsdd": str(Path(args.fsdd).resolve()), "digits": str(Path(args.digits).resolve()),
-        "per_class": args.per_class, "speakers": speakers, "size": list(SIZE), "fps": BUILD_FPS,
+        "per_class": per_class, "speakers": speakers, "size": list(SIZE), "fps": BUILD_FPS,
         "seconds": SECONDS, "seed": args.data_seed,
     }
+    if reuse > 1:  # (not in the hash when 1: the sets built before --reuse existed stay valid)
+        build_args["reuse"] = reuse
     data_dir = work / "data" / f"{name}-{short_hash(build_args)}"
     if not (data_dir / "build.json").is_file() or not (data_dir / "labels.csv").is_file():
         log(f"building {name} ({', '.join(speakers)}) -> {data_dir}")
-        mod.build(data_dir, fsdd=args.fsdd, digits=args.digits, per_class=args.per_class,
+        mod.build(data_dir, fsdd=args.fsdd, digits=args.digits, per_class=per_class,
                   speakers=",".join(speakers), size=SIZE, fps=BUILD_FPS, seconds=SECONDS, seed=args.data_seed,
-                  workers=max(1, min(2, os.cpu_count() or 1)), overwrite=True)
+                  workers=max(1, min(2, os.cpu_count() or 1)), overwrite=True, reuse=reuse)
     icfg = IngestConfig(**INGEST)
     cache_dir = work / "cache" / f"{name}-{short_hash([build_args, icfg.to_dict()])}"
     done = cache_dir.with_name(cache_dir.name + ".ingested.json")
@@ -269,15 +292,18 @@ class RunSpec:
 
 
 def full_overrides() -> dict[str, Any]:
-    return {"prior": "gaussian"}
+    """The full run's own settings: none, i.e. the recipe of ``--config`` (the tiny preset's defaults)."""
+    return {}
 
 
 RUNS: dict[str, RunSpec] = {
     "full": RunSpec("full", tuple(full_overrides().items())),
     "video-only": RunSpec("video-only", tuple({**full_overrides(), "modalities": "video"}.items())),
     "no-align": RunSpec("no-align", tuple({**full_overrides(), "align": False}.items())),
-    "uniform-prior": RunSpec("uniform-prior", tuple({**full_overrides(), "prior": "uniform"}.items())),
-    "no-decorrelate": RunSpec("no-decorrelate", tuple({**full_overrides(), "decorrelate": False}.items())),
+    "gaussian-prior": RunSpec("gaussian-prior", tuple({**full_overrides(), "prior": "gaussian"}.items())),
+    "decorrelate": RunSpec("decorrelate", tuple({**full_overrides(), "decorrelate": True}.items())),
+    # the paper's labels: the heads as trained by self-labelling, no refit on the final features
+    "heads-labels": RunSpec("heads-labels", tuple({**full_overrides(), "final_labels": "heads"}.items())),
     "no-balance": RunSpec("no-balance", tuple({**full_overrides(), "balance_modalities": False}.items())),
     # Table 3(b): one head on the concatenated features (nothing to align or balance)
     "concat": RunSpec("concat", tuple({**full_overrides(), "modalities": "concat", "num_heads": 1}.items())),
@@ -346,7 +372,10 @@ class Bench:
                 log(f"{name} stopped at a signal; run the same command again to continue")
                 raise SystemExit(130)
             self.runs_trained.append(name)
-            self.run_info[name] = {"train_seconds": round(time.perf_counter() - t0, 2), "nmi_gt_head0": summary.nmi_gt}
+            seconds = round(time.perf_counter() - t0, 2)
+            if not resume:  # a resumed run's time is not the whole run's: run_seconds() reads its log
+                write_atomic(out / TRAIN_SECONDS, json.dumps({"train_seconds": seconds}) + "\n")
+            self.run_info[name] = {"train_seconds": seconds, "nmi_gt_head0": summary.nmi_gt}
         info = self.run_info.setdefault(name, {})
         info.setdefault("settings", {k: v for k, v in dict(spec.overrides).items()})
         info.setdefault("seed", seed)
@@ -414,6 +443,27 @@ class Bench:
         }
 
 
+TRAIN_SECONDS = "bench-train-seconds.json"
+
+
+def run_seconds(run: Path) -> float | None:
+    """Wall seconds that training ``run`` took: what this script timed around ``train()`` when it trained
+    the run in one go, else the span of its ``metrics.jsonl`` (first to last record)."""
+    try:
+        return float(json.loads((run / TRAIN_SECONDS).read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    times = []
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                times.append(float(json.loads(line)["time"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return (max(times) - min(times)) if len(times) > 1 else None
+
+
 def last_monitor_nmi(metrics: Path) -> float | None:
     """The last head-0 training-label NMI logged in a run's metrics.jsonl (monitoring only)."""
     if not metrics.is_file():
@@ -445,9 +495,14 @@ class Row:
     random_init: bool = False
     scores: str = "head0"  # "head0", "chosen" (the file's label-free head: --head auto) or "mean" over heads
     choose_run: bool = False  # one assignment from all seeds' runs: `assign RUN_s0 RUN_s1 ...` picks one
+    first_seed_only: bool = False  # the row is run at the first seed only (the time-to-quality runs)
 
 
-def table_rows(table: str, k_list: Sequence[int]) -> list[Row]:
+def epochs_run(epochs: int) -> RunSpec:
+    return RunSpec(f"e{epochs}", tuple({**full_overrides(), "epochs": epochs}.items()))
+
+
+def table_rows(table: str, k_list: Sequence[int], epochs: int = 30, tq_epochs: Sequence[int] = TQ_EPOCHS) -> list[Row]:
     full = RUNS["full"]
     if table == "5":
         return [
@@ -464,9 +519,9 @@ def table_rows(table: str, k_list: Sequence[int]) -> list[Row]:
         ]
     if table == "2":
         return [
-            Row("audio", full, "modality=audio", modality="audio"),
-            Row("visual", full, "modality=visual", modality="visual"),
-            Row("both", full, "modality=both", modality="both"),
+            Row("audio", full, "modality=audio, --head auto", modality="audio", scores="chosen"),
+            Row("visual", full, "modality=visual, --head auto", modality="visual", scores="chosen"),
+            Row("both", full, "modality=both, --head auto", modality="both", scores="chosen"),
         ]
     if table == "3":
         return [
@@ -474,10 +529,12 @@ def table_rows(table: str, k_list: Sequence[int]) -> list[Row]:
                 modality="visual"),
             Row("Feature concatenation, one head", RUNS["concat"], "train modalities=concat, num_heads=1"),
             Row("SeLaVi w/o alignment", RUNS["no-align"], "align=false"),
-            Row("SeLaVi w/o Gaussian prior", RUNS["uniform-prior"], "prior=uniform"),
-            Row("SeLaVi w/o decorrelated heads", RUNS["no-decorrelate"], "decorrelate=false"),
+            Row("SeLaVi with the Gaussian prior (paper)", RUNS["gaussian-prior"], "prior=gaussian"),
+            Row("SeLaVi with decorrelated heads (paper)", RUNS["decorrelate"], "decorrelate=true"),
             Row("SeLaVi w/o modality balancing (paper's eq. 6)", RUNS["no-balance"], "balance_modalities=false"),
-            Row("SeLaVi (full)", full, "align, prior=gaussian, decorrelate, balance_modalities (tiny.yaml)"),
+            Row("SeLaVi, heads as self-labelled (paper)", RUNS["heads-labels"], "final_labels=heads"),
+            Row("SeLaVi (full)", full, "the tiny recipe: align, prior=uniform, balance_modalities, "
+                "final_labels=features"),
         ]
     if table == "a2":
         return [Row(f"K = {k}", full if k == 10 else k_run(k), f"num_clusters={k}") for k in k_list]
@@ -489,6 +546,11 @@ def table_rows(table: str, k_list: Sequence[int]) -> list[Row]:
                 rows.append(Row(f"{label}, degrade {d}", full, f"degrade={d}", method=method, degrade=d,
                                 random_init=rand))
         return rows
+    if table == "tq":
+        rows = [Row(f"{e} epochs", epochs_run(e), f"epochs={e}", scores="chosen", first_seed_only=True)
+                for e in tq_epochs]
+        return rows + [Row(f"{epochs} epochs (the full run)", full, f"epochs={epochs}", scores="chosen",
+                           first_seed_only=True)]
     raise ValueError(table)
 
 
@@ -515,10 +577,12 @@ def aggregate(values: list[float]) -> dict[str, float | None]:
 def run_table(bench: Bench, table: str) -> dict[str, Any]:
     k_list = bench.args.k_list
     rows_out = []
-    for row in table_rows(table, k_list):
+    tq = [e for e in (TOY_TQ_EPOCHS if bench.args.toy else TQ_EPOCHS) if e < bench.args.epochs]
+    for row in table_rows(table, k_list, bench.args.epochs, tq):
         per_seed = []
         key = {"head0": "head0", "chosen": "chosen", "mean": "mean_over_heads"}[row.scores]
-        for seeds in ([tuple(bench.args.seeds)] if row.choose_run else [(s,) for s in bench.args.seeds]):
+        seed_list = bench.args.seeds[:1] if row.first_seed_only else bench.args.seeds
+        for seeds in ([tuple(seed_list)] if row.choose_run else [(s,) for s in seed_list]):
             entry: dict[str, Any] = {"seed": seeds[0] if len(seeds) == 1 else list(seeds),
                                      "run": "+".join(bench.run_dir(row.run, s).name for s in seeds)}
             for split in SPLITS:
@@ -530,6 +594,7 @@ def run_table(bench: Bench, table: str) -> dict[str, Any]:
                 sc = bench.score(path, split)
                 sc["scores"] = sc[key]
                 entry[split] = sc
+            entry["train_seconds"] = sum(run_seconds(bench.ensure_run(row.run, s)) or math.nan for s in seeds)
             per_seed.append(entry)
         agg = {
             split: {m: aggregate([e[split]["scores"][m] for e in per_seed]) for m in [k for k, _, _ in METRICS]}
@@ -539,13 +604,14 @@ def run_table(bench: Bench, table: str) -> dict[str, Any]:
             "name": row.name,
             "settings": row_settings(bench, row),
             "settings_text": row.settings,
-            "seeds": list(bench.args.seeds),
+            "seeds": list(seed_list),
+            "train_seconds": aggregate([e["train_seconds"] for e in per_seed]),
             "degrade": row.degrade,
             "method": row.method + ("-random-init" if row.random_init else ""),
             **agg,
             "per_seed": per_seed,
         })
-    return {"title": TABLE_TITLES[table], "rows": rows_out}
+    return {"title": TABLE_TITLES[table], "rows": rows_out, "timed": table == "tq"}
 
 
 # --- output: Markdown, JSON, PNG ---------------------------------------------------------------
@@ -563,12 +629,16 @@ def fmt_cell(stat: dict[str, float | None], percent: bool, n_seeds: int) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> list[str]:
-    heads = ["row", "settings", "seeds"]
+    timed = bool(result.get("timed"))
+    heads = ["row", "settings", "seeds"] + (["training s"] if timed else [])
     for split in SPLITS:
         heads += [f"{SPLIT_TITLE[split]} {title}" for _, title, _ in METRICS]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(METRICS))]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * 3 + "---:|" * (2 * len(METRICS) + timed)]
     for r in result["rows"]:
         cells = [r["name"], r["settings_text"], ",".join(str(s) for s in r["seeds"])]
+        if timed:
+            t = r["train_seconds"]["mean"]
+            cells.append(f"{t:.0f}" if t is not None and math.isfinite(t) else "n/a")
         for split in SPLITS:
             cells += [fmt_cell(r[split][m], pct, len(r["per_seed"])) for m, _, pct in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -661,6 +731,60 @@ def draw_fig2(result: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def draw_tq(result: dict[str, Any], path: Path) -> None:
+    """Held-out and train NMI (%) of the chosen head against training minutes, one point per run. Pillow."""
+    from PIL import Image, ImageDraw
+
+    pts = {split: sorted((r["train_seconds"]["mean"] / 60.0, 100 * r[split]["nmi"]["mean"]) for r in result["rows"]
+                         if r["train_seconds"]["mean"] is not None and math.isfinite(r["train_seconds"]["mean"]))
+           for split in SPLITS}
+    W, H = 760, 520
+    x0, x1, top, bottom = 90, W - 40, 60, H - 120
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    f_title, f_axis, f_tick = _font(20), _font(16), _font(14)
+    d.text((W // 2, 14), "AV-Digits: NMI against training time (chosen head)", fill="black", font=f_title,
+           anchor="mt")
+    t_max = max([t for split in SPLITS for t, _ in pts[split]] + [1.0])
+    step = next(s for s in (1, 2, 5, 10, 20, 30, 60) if t_max / s <= 8)
+    t_top = step * math.ceil(t_max / step)
+
+    def X(v: float) -> float:
+        return x0 + (v / t_top) * (x1 - x0)
+
+    def Y(v: float) -> float:
+        return bottom - (max(0.0, min(100.0, v)) / 100.0) * (bottom - top)
+
+    d.rectangle([x0, top, x1, bottom], outline="black", width=1)
+    for yv in range(0, 101, 20):
+        d.line([x0, Y(yv), x1, Y(yv)], fill=(225, 225, 225))
+        d.text((x0 - 8, Y(yv)), str(yv), fill="black", font=f_tick, anchor="rm")
+    for i in range(0, int(t_top // step) + 1):
+        x = X(i * step)
+        d.line([x, bottom, x, bottom + 5], fill="black")
+        d.text((x, bottom + 8), str(i * step), fill="black", font=f_tick, anchor="mt")
+    d.text(((x0 + x1) // 2, bottom + 30), "training wall time (minutes)", fill="black", font=f_axis, anchor="mt")
+    ylab = Image.new("RGB", (200, 24), "white")
+    ImageDraw.Draw(ylab).text((100, 12), "NMI (%)", fill="black", font=f_axis, anchor="mm")
+    img.paste(ylab.rotate(90, expand=True), (x0 - 70, (top + bottom) // 2 - 100))
+    colours = {"heldout": (31, 119, 180), "train": (255, 127, 14)}
+    lx = x0
+    for split in ("heldout", "train"):
+        c = colours[split]
+        xy = [(X(t), Y(v)) for t, v in pts[split]]
+        if len(xy) > 1:
+            d.line(xy, fill=c, width=3)
+        for px, py in xy:
+            d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=c)
+        d.line([lx, H - 50, lx + 30, H - 50], fill=c, width=3)
+        d.text((lx + 38, H - 50), f"{SPLIT_TITLE[split]} videos", fill="black", font=f_tick, anchor="lm")
+        lx += 260
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
 def finite(x: Any) -> Any:
     """``x`` with every non-finite float replaced by None (strict JSON)."""
     if isinstance(x, dict):
@@ -717,6 +841,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"## {res['title']}", ""] + markdown_table(res) + [""]
         if key == "f2" and doc.get("figure"):
             lines += [f"![NMI vs degradation]({Path(doc['figure']).name})", ""]
+        if key == "tq" and doc.get("tq_figure"):
+            lines += [f"![NMI vs training time]({Path(doc['tq_figure']).name})", ""]
     lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
     return "\n".join(lines)
 
@@ -734,8 +860,12 @@ def notes(args: argparse.Namespace, k_list: Sequence[int]) -> list[str]:
         "them, on the videos being labelled; no labels). 'Seed and head chosen' gives `assign` every seed's run "
         "at once; it keeps the run and head with the highest agreement: one value, no std.",
         "Table 3: 'feature concatenation, one head' trains one clustering head on the concatenated features "
-        "of both encoders (`modalities=concat`; no alignment, no per-modality heads). The full run uses "
-        "prior=gaussian; the 'w/o Gaussian prior' row uses prior=uniform.",
+        "of both encoders (`modalities=concat`; no alignment, no per-modality heads). The full run is the "
+        "tiny recipe (uniform prior, no decorrelation, final labels refitted on the trained features); the rows "
+        "marked '(paper)' put back one choice of the paper each.",
+        "Time to quality: runs of the full recipe at fewer epochs (first seed only; the cosine schedule is "
+        "stretched to each run's length), each labelled as the product would; x is the wall time of training "
+        "(label passes and the final refit included, assignment not).",
         "Table 5 'mean over heads' averages each metric over the run's heads (head std is in the JSON).",
         "Training-label NMI against the labels (`metrics.jsonl`, `nmi_gt_head0`) is monitoring only and is "
         "recorded per run in the JSON.",
@@ -763,15 +893,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--heldout-speakers", default=None,
                     help="comma list (default: the last two speakers in sorted order)")
     ap.add_argument("--per-class", type=int, default=None,
-                    help="videos per digit per split, capped by the recordings (default 10; --toy 2)")
-    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; --toy 1)")
+                    help="training videos per digit (default 100, i.e. 1,000 training videos; --toy 2)")
+    ap.add_argument("--heldout-per-class", type=int, default=None,
+                    help="held-out videos per digit, capped by the held-out recordings (default 50; --toy 2)")
+    ap.add_argument("--reuse", default="auto",
+                    help="training videos per recording, each with another digit image: N, or auto (default: "
+                    "as many as --per-class needs from the training speakers' recordings; 1 on the full FSDD)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; --toy 2)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the AV-Digits builds (default 0)")
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="training settings file (default tiny.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="training setting for every row (repeatable); a row's own setting wins")
-    ap.add_argument("--tables", default=",".join(TABLES),
-                    help="which tables: 5,2,3,a2,f2 (default all); the results files hold only these")
+    ap.add_argument("--tables", default=",".join(DEFAULT_TABLES),
+                    help="which tables: 5,2,3,a2,f2,tq, or all (default 5,2,tq: the others train or label "
+                    "many more runs); the results files hold only these")
     ap.add_argument("--k-list", default=None, help="Table A.2's K values (default 10,8,20,40)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--toy", action="store_true", help="tiny sizes: a smoke test of the whole pipeline")
@@ -780,10 +916,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.fsdd = args.fsdd or str(mod.DEFAULT_FSDD)
     args.digits = args.digits or str(mod.DEFAULT_DIGITS)
     if args.per_class is None:
-        args.per_class = TOY_PER_CLASS if args.toy else 10
+        args.per_class = TOY_PER_CLASS if args.toy else 100
+    if args.heldout_per_class is None:
+        args.heldout_per_class = TOY_PER_CLASS if args.toy else 50
+    if args.per_class < 1 or args.heldout_per_class < 1:
+        raise SystemExit("avdigits: --per-class and --heldout-per-class must be >= 1")
+    if args.reuse != "auto" and not (args.reuse.isdigit() and int(args.reuse) >= 1):
+        raise SystemExit(f"avdigits: --reuse takes a positive whole number or auto, got {args.reuse!r}")
     if args.epochs is None:
         args.epochs = TOY_EPOCHS if args.toy else 30
     tables = [t.strip().lower() for t in args.tables.split(",") if t.strip()]
+    if tables == ["all"]:
+        tables = list(TABLES)
     bad = [t for t in tables if t not in TABLES]
     if bad or not tables:
         raise SystemExit(f"avdigits: --tables takes a comma list of {','.join(TABLES)}, got {args.tables!r}")
@@ -812,9 +956,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     splits = {}
-    for name, spk in (("train", train_spk), ("heldout", held_spk)):
+    recordings = mod.find_recordings(args.fsdd)
+    reuse = reuse_needed(recordings, train_spk, args.per_class) if args.reuse == "auto" else int(args.reuse)
+    plan = (("train", train_spk, args.per_class, reuse), ("heldout", held_spk, args.heldout_per_class, 1))
+    for name, spk, per_class, split_reuse in plan:
         try:
-            splits[name] = prepare_split(name, spk, args, work)
+            splits[name] = prepare_split(name, spk, args, work, per_class=per_class, reuse=split_reuse)
         except mod.BuildError as exc:
             raise SystemExit(f"avdigits: {exc}") from None
     t_data = time.perf_counter() - t0
@@ -835,8 +982,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = results_md.with_name(results_md.stem + ".json") if results_md.suffix == ".md" else \
         results_md.with_name(results_md.name + ".json")
     fig_path = results_md.with_name(results_md.stem + "_fig2.png")
+    tq_path = results_md.with_name(results_md.stem + "_tq.png")
     if "f2" in results:
         draw_fig2(results["f2"], fig_path)
+    if "tq" in results:
+        draw_tq(results["tq"], tq_path)
     base = {}
     if args.toy:
         base.update(TOY_TRAIN)
@@ -856,6 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, sp in splits.items()
         },
         "settings": {"config": str(args.config), "base_overrides": base, "seeds": args.seeds, "toy": args.toy,
+                     "train_reuse": reuse,
                      "k_list": args.k_list, "degrades": list(DEGRADES), "ingest": INGEST,
                      "row_overrides": {k: dict(v.overrides) for k, v in RUNS.items()}},
         "runs": bench.run_info,
@@ -865,6 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "assignments_reused": len(set(bench.assign_reused)),
         "tables": results,
         "figure": str(fig_path) if "f2" in results else None,
+        "tq_figure": str(tq_path) if "tq" in results else None,
         "notes": notes(args, args.k_list),
         "scale": "0-1 fractions in the JSON (mean_entropy in nats); percent in the Markdown",
     }
@@ -872,7 +1024,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "total": round(time.perf_counter() - t_start, 2)}
     write_atomic(json_path, json.dumps(finite(doc), indent=2, allow_nan=False, default=str) + "\n")
     write_atomic(results_md, render_markdown(doc))
-    print(f"\nwrote {results_md}\nwrote {json_path}" + (f"\nwrote {fig_path}" if "f2" in results else ""))
+    print(f"\nwrote {results_md}\nwrote {json_path}" + (f"\nwrote {fig_path}" if "f2" in results else "")
+          + (f"\nwrote {tq_path}" if "tq" in results else ""))
     print(f"total {doc['seconds']['total']:.1f} s (data {t_data:.1f} s; "
           + ", ".join(f"{TABLE_SHORT[k]} {v:.1f} s" for k, v in times.items()) + ")")
     return 0

@@ -1,6 +1,6 @@
 """benchmarks/avdigits.py end to end at toy size (CPU): build, ingest, train, assign, evaluate, report.
 
-Runs the whole script once (--toy: 2 videos per digit per split, 1 epoch, 2 label solves), checks the
+Runs the whole script once (--toy: 2 videos per digit per split, 2 epochs, 2 label solves), checks the
 Markdown, JSON and PNG it writes and that held-out labels cover the held-out set, then runs it again
 and checks that every run and assignment is reused.
 """
@@ -20,8 +20,10 @@ from PIL import Image
 from conftest import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "avdigits.py"
-TABLE_KEYS = ("5", "2", "3", "a2", "f2")
-HEADINGS = ("Table 5 analogue", "Table 2 analogue", "Table 3 analogue", "Table A.2 analogue", "Fig. 2 analogue")
+TABLE_KEYS = ("5", "2", "3", "a2", "f2", "tq")
+HEADINGS = ("Table 5 analogue", "Table 2 analogue", "Table 3 analogue", "Table A.2 analogue", "Fig. 2 analogue",
+            "Time to quality")
+N_RUNS = 12  # full, 7 one-setting rows of Table 3, 3 other K, 1 shorter run for the time to quality
 
 
 def _load():
@@ -32,7 +34,7 @@ def _load():
 def first_run(tmp_path_factory):
     bench = _load()
     tmp = tmp_path_factory.mktemp("avdigits-bench")
-    argv = ["--toy", "--out", str(tmp / "w"), "--results", str(tmp / "r.md"), "--seeds", "0"]
+    argv = ["--toy", "--out", str(tmp / "w"), "--results", str(tmp / "r.md"), "--seeds", "0", "--tables", "all"]
     t0 = time.perf_counter()
     assert bench.main(argv) == 0
     return bench, tmp, argv, time.perf_counter() - t0
@@ -62,7 +64,7 @@ def test_markdown_tables(first_run):
         title = next((t for t in tables if t.startswith(heading)), None)
         assert title is not None, f"missing {heading}"
         header, *rows = tables[title]
-        assert len(header) == 3 + 10 and rows
+        assert len(header) == 3 + (heading == "Time to quality") + 10 and rows
         for cells in rows:
             assert all(number.match(c) for c in cells[3:]), cells
     table3 = next(rows for title, rows in tables.items() if title.startswith("Table 3 analogue"))
@@ -73,7 +75,7 @@ def test_json_numbers(first_run):
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     assert set(doc["tables"]) == set(TABLE_KEYS)
-    expected_rows = {"5": 6, "2": 3, "3": 7, "a2": 4, "f2": 12}
+    expected_rows = {"5": 6, "2": 3, "3": 8, "a2": 4, "f2": 12, "tq": 2}
     for key, res in doc["tables"].items():
         assert len(res["rows"]) == expected_rows[key]
         for row in res["rows"]:
@@ -84,15 +86,19 @@ def test_json_numbers(first_run):
     a2 = [r["settings"]["num_clusters"] for r in doc["tables"]["a2"]["rows"]]
     assert a2 == [10, 8, 20, 40]
     assert set(doc["sizes"]["train"]["speakers"]).isdisjoint(doc["sizes"]["heldout"]["speakers"])
-    assert len(doc["runs_trained"]) == 10  # full, 6 ablations, 3 other K; the full run is shared
+    assert len(doc["runs_trained"]) == N_RUNS  # the full run is shared by every table
+    tq = doc["tables"]["tq"]["rows"]
+    assert [r["settings"].get("epochs") for r in tq] == [1, None]  # the full run keeps --epochs
+    assert all(r["train_seconds"]["mean"] > 0 for r in tq)
 
 
-def test_figure(first_run):
+@pytest.mark.parametrize("name", ["r_fig2.png", "r_tq.png"])
+def test_figures(first_run, name):
     _, tmp, _, _ = first_run
-    png = tmp / "r_fig2.png"
-    with Image.open(png) as im:
+    with Image.open(tmp / name) as im:
         im.load()
         assert im.format == "PNG" and im.width > 0 and im.height > 0
+        assert len(im.convert("RGB").getcolors(maxcolors=1 << 16) or [0] * 3) > 2  # something is drawn
 
 
 def test_heldout_coverage(first_run):
@@ -111,16 +117,13 @@ def test_heldout_coverage(first_run):
 def test_rerun_reuses_everything(first_run):
     bench, tmp, argv, first_s = first_run
     finals = sorted((tmp / "w" / "runs").glob("*/model-final.pt"))
-    assert len(finals) == 10
+    assert len(finals) == N_RUNS
     before = {p: p.stat().st_mtime_ns for p in finals}
-    t0 = time.perf_counter()
     assert bench.main(argv) == 0
-    second_s = time.perf_counter() - t0
     assert {p: p.stat().st_mtime_ns for p in finals} == before
     doc = json.loads((tmp / "r.json").read_text())
-    assert doc["runs_trained"] == [] and len(doc["runs_reused"]) == 10
+    assert doc["runs_trained"] == [] and len(doc["runs_reused"]) == N_RUNS
     assert doc["assignments_made"] == 0
-    assert second_s < first_s
 
 
 def test_label_free_rows(first_run):
@@ -143,3 +146,19 @@ def test_label_free_rows(first_run):
         assert len(picked["per_seed"]) == 1  # one value from all seeds' runs
         if len(doc["settings"]["seeds"]) == 1:  # one candidate: the chosen-head assignment of that run
             assert picked[split]["nmi"]["mean"] == pytest.approx(chosen[split]["nmi"]["mean"])
+
+
+def test_default_size_and_tables():
+    """The default is the size where rows separate: 1,000 training videos, 500 held-out, Tables 5 and 2 and
+    the time-to-quality curve; the embedded subset reaches it by reusing each recording in 5 videos."""
+    bench = _load()
+    args = bench.parse_args([])
+    assert (args.per_class, args.heldout_per_class, args.epochs) == (100, 50, 30)
+    assert args.tables == ["5", "2", "tq"]
+    assert bench.parse_args(["--tables", "all"]).tables == list(TABLE_KEYS)
+    recs = bench.load_builder().find_recordings(args.fsdd)
+    speakers = sorted({r.speaker for r in recs})[:-2]
+    assert bench.reuse_needed(recs, speakers, 100) == 5  # 4 speakers x 5 takes per digit
+    assert bench.reuse_needed(recs, speakers, 20) == 1
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--reuse", "0"])
