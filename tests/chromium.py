@@ -216,9 +216,16 @@ class Chromium:
             raise BrowserError(f"download {params.get('guid')} was cancelled")
         return params
 
-    def screenshot(self, *, full_page: bool = False) -> bytes:
+    def screenshot(self, *, full_page: bool = False, selector: str | None = None, margin: int = 8) -> bytes:
+        """A PNG of the viewport, of the whole page, or of the element ``selector`` (plus ``margin`` pixels)."""
         params: dict = {"format": "png"}
-        if full_page:
+        if selector is not None:
+            r = self.eval(f"(function(){{var r=document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                          "return [r.left + scrollX, r.top + scrollY, r.width, r.height];})()")
+            params.update(captureBeyondViewport=True,
+                          clip={"x": max(0, r[0] - margin), "y": max(0, r[1] - margin), "width": r[2] + 2 * margin,
+                                "height": r[3] + 2 * margin, "scale": 1})
+        elif full_page:
             m = self.call("Page.getLayoutMetrics")["cssContentSize"]
             params.update(captureBeyondViewport=True,
                           clip={"x": 0, "y": 0, "width": m["width"], "height": m["height"], "scale": 1})

@@ -50,7 +50,7 @@ CSS = """
 body{font-family:system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}
 h2{margin-top:1.4em}
 table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;vertical-align:middle}
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:right;vertical-align:middle}
 th{background:#eee;cursor:pointer;user-select:none}
 th.nosort{cursor:default}
 td.l,th.l{text-align:left}
@@ -59,12 +59,12 @@ td.l,th.l{text-align:left}
 .path{font-family:monospace;word-break:break-all}
 .sw{display:inline-block;width:.8em;height:.8em;border-radius:50%;margin-right:.35em;vertical-align:baseline}
 .strip{display:flex;gap:2px}
-.strip img{height:48px;width:auto;image-rendering:pixelated;display:block}
-.bar{display:inline-block;width:6em;height:.7em;background:#eee;margin-right:.4em;vertical-align:middle}
+.strip img{height:40px;width:auto;image-rendering:pixelated;display:block}
+.bar{display:inline-block;width:4em;height:.7em;background:#eee;margin-right:.4em;vertical-align:middle}
 .bar span{display:block;height:100%;background:#4a7ab5}
 .bar.av span{background:#3c9a5f}
 td.num{white-space:nowrap}
-input.name{width:9em}
+input.name{width:8em}
 td.cl{white-space:nowrap}
 #naming{margin:.8em 0;padding:.6em;background:#fff;border:1px solid #ccc;max-width:60em}
 .maps{display:flex;flex-wrap:wrap;gap:1.2em;align-items:flex-start}
