@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from videolabel.errors import VideolabelError
 from videolabel.export import export_tree, write_features_csv
 from videolabel.propagate import load_features
 
@@ -111,10 +111,12 @@ def test_cli_export_missing_assignments(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not found" in proc.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fiftyone") is not None, reason="fiftyone is installed")
 def test_fiftyone_missing_is_a_clear_error(tmp_path):
+    """Without fiftyone (hidden from the import system when it is installed, as in CI)."""
     src, _ = setup(tmp_path)
-    proc = cli("export", tmp_path / "a.parquet", "--source-root", src, "--fiftyone", "clusters")
+    hide = "import sys; sys.modules['fiftyone'] = None; sys.argv[0] = 'videolabel'; from videolabel.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", hide, "export", str(tmp_path / "a.parquet"), "--source-root", str(src),
+                           "--fiftyone", "clusters"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "pip install fiftyone" in proc.stderr
 
@@ -142,7 +144,8 @@ def test_fiftyone_dataset_has_a_field_per_head(tmp_path, monkeypatch):
         def add_samples(self, samples):
             self.samples.extend(samples)
 
-    fo = types.SimpleNamespace(Sample=Sample, Classification=Classification, Dataset=Dataset)
+    fo = types.SimpleNamespace(Sample=Sample, Classification=Classification, Dataset=Dataset,
+                               dataset_exists=lambda name: name == "taken")
     monkeypatch.setitem(sys.modules, "fiftyone", fo)
     from videolabel.export import export_fiftyone
 
@@ -154,3 +157,10 @@ def test_fiftyone_dataset_has_a_field_per_head(tmp_path, monkeypatch):
     assert first.filepath == str((src / "a/one.mp4").resolve())
     assert first["cluster"].label == "cluster_000" and first["cluster"].confidence == pytest.approx(0.9)
     assert first["cluster_h0"].label == "cluster_000" and first["cluster_h1"].label == "cluster_002"
+    assert first["video_id"] == "0000000000000000"
+    df["prob_h1"] = 0.25
+    export_fiftyone(df, src, "by-head-1", head=1)  # the cluster field is head 1's, with head 1's confidence
+    first = made["dataset"].samples[0]
+    assert first["cluster"].label == "cluster_002" and first["cluster"].confidence == pytest.approx(0.25)
+    with pytest.raises(VideolabelError, match="'taken' already exists"):
+        export_fiftyone(df, src, "taken")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
-import shutil
-import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from chromium import find_chromium
 from conftest import run_cli
 from videolabel.data.dataset import ShardDataset
 from videolabel.report import build_report
+from videolabel.report.media import media_stem
 
 XSS = "<script>alert(1)</script>.mp4"
 PER_CLUSTER = 6
@@ -81,6 +84,22 @@ def write_assignments(cache: Path, labels_csv: Path, out: Path, *, seed: int = 0
     return df
 
 
+def write_features(df: pd.DataFrame, out: Path, *, seed: int = 0) -> None:
+    """A features Parquet as `assign --features` writes it: video and audio features that are a
+    cluster's own direction plus noise (so the map has a visible structure), rows in reverse order."""
+    rng = np.random.default_rng(seed)
+    cl = df["cluster"].to_numpy()
+    v = 3.0 * np.eye(16, dtype=np.float32)[cl] + rng.normal(0, 1, (len(cl), 16)).astype(np.float32) + 5.0
+    au = 3.0 * np.eye(12, dtype=np.float32)[cl] + rng.normal(0, 1, (len(cl), 12)).astype(np.float32)
+    rev = slice(None, None, -1)
+    pq.write_table(pa.table({
+        "video_id": df["video_id"].astype(str).to_numpy()[rev], "path": df["path"].astype(str).to_numpy()[rev],
+        "has_audio": df["has_audio"].to_numpy(bool)[rev],
+        "video_features": pa.FixedSizeListArray.from_arrays(pa.array(v[rev].reshape(-1)), 16),
+        "audio_features": pa.FixedSizeListArray.from_arrays(pa.array(au[rev].reshape(-1)), 12),
+    }), out)
+
+
 @pytest.fixture(scope="module")
 def built(avdigits_cache, tmp_path_factory):
     cache, labels = avdigits_cache
@@ -95,7 +114,9 @@ def built(avdigits_cache, tmp_path_factory):
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(videos / orig, dst)
     out = tmp / "site"
-    index = build_report(tmp / "a.parquet", cache, out, gt=labels, per_cluster=PER_CLUSTER, source_root=src_root)
+    write_features(df, tmp / "f.parquet")
+    index = build_report(tmp / "a.parquet", cache, out, gt=labels, per_cluster=PER_CLUSTER, source_root=src_root,
+                         features=tmp / "f.parquet")
     return index, df
 
 
@@ -104,65 +125,192 @@ def test_site_structure_and_no_network(built):
     out = index.parent
     p = _parse(index)
     clusters = sorted(df["cluster"].unique())
+    sizes = df["cluster"].value_counts()
     assert p.rows == len(clusters)
     links = [h for h in p.links() if h.startswith("cluster_")]
-    assert sorted(links) == [f"cluster_{c:03d}.html" for c in clusters]
+    assert sorted(set(links)) == [f"cluster_{c:03d}.html" for c in clusters]
     for h in links:
         assert (out / h).is_file()
+    # index: a strip of each cluster's most confident thumbnails, a name field per row, the map
+    thumbs = [a for t, a in p.tags if t == "img" and "thumb" in a.get("class", "")]
+    assert len(thumbs) == sum(min(6, int(sizes[c])) for c in clusters)
+    assert sum(1 for t, a in p.tags if t == "input" and "name" in a.get("class", "")) == len(clusters)
+    assert sum(1 for t, a in p.tags if t == "svg") == 2  # by cluster, and by ground truth (--gt)
+    assert p.count("circle") == 2 * len(df)
+    for t, a in p.tags:
+        ref = a.get("src") or a.get("href")
+        if ref and not ref.startswith("#"):
+            assert (out / ref).is_file(), ref
     for c in clusters:
         page = out / f"cluster_{c:03d}.html"
         cp = _parse(page)
-        n = min(PER_CLUSTER, int((df["cluster"] == c).sum()))
-        assert cp.count("img") == 2 * n  # frame strip + spectrogram per item
+        n = min(PER_CLUSTER, int(sizes[c]))
+        cards = [a for t, a in cp.tags if t == "figure" and "card" in a.get("class", "")]
+        assert len(cards) == n
+        assert sum("outlier" in a["class"] for a in cards) == n - math.ceil(2 * n / 3)
+        assert cp.count("img") == 3 * n  # thumbnail + frame strip + spectrogram per card
         assert cp.count("audio") == n  # every AV-Digits video has sound, every source is there
         for t, a in cp.tags:
             ref = a.get("src") or a.get("href")
             if ref:
-                assert (out / ref).is_file(), ref
+                assert (out / ref.split("#")[0]).is_file(), ref
     text = index.read_text()
     assert "purity" in text and "inter-head stability" in text
     for f in out.rglob("*"):
         if f.is_file():
             assert not re.search(rb"https?://", f.read_bytes()), f
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{8}\.(frames\.png|spec\.png|wav)", f.name)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+-[0-9a-f]{8}\.(frames\.png|spec\.png|thumb\.png|wav)", f.name)
                for f in (out / "media").iterdir())
+
+
+def test_index_sizes_strips_and_seeds_follow_the_assignments(built):
+    """The strip holds the cluster's most confident videos in order; the size bar is size / largest size;
+    the seeds of a cluster (what the naming form writes) are exactly its page's exemplars."""
+    index, df = built
+    html = index.read_text(encoding="utf-8")
+    sizes = df["cluster"].value_counts()
+    seeds = json.loads(re.search(r'<script type="application/json" id="seed-videos">(.*?)</script>', html, re.S).group(1))
+    ids = df.set_index("video_id")
+    for c in sorted(sizes.index):
+        row = re.search(rf'<tr id="row-{c:03d}">(.*?)</tr>', html, re.S).group(1)
+        width = float(re.search(r'<td class="num" data-v="\d+"><span class="bar "><span style="width:([\d.]+)%"', row).group(1))
+        assert width == pytest.approx(100 * sizes[c] / sizes.max(), abs=0.06)
+        sub = df[df["cluster"] == c].sort_values("confidence", ascending=False, kind="stable")
+        stems = re.findall(r'class="thumb" loading="lazy" src="media/([^"]+)\.thumb\.png"', row)
+        assert stems == [media_stem(v) for v in sub["video_id"].head(6)]
+        n = min(PER_CLUSTER, int(sizes[c]))
+        assert [v for v, _ in seeds[str(c)]] == sub["video_id"].head(math.ceil(2 * n / 3)).tolist()
+        assert all(ids.loc[v, "path"] == p for v, p in seeds[str(c)])  # the XSS path too, unharmed
 
 
 def test_paths_are_escaped(built):
     index, df = built
-    hits = 0
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;.mp4"
+    c = int(df["cluster"].iloc[0])
     for page in index.parent.glob("*.html"):
         text = page.read_text(encoding="utf-8")
-        assert "<script>alert" not in text
-        hits += text.count("&lt;script&gt;alert(1)&lt;/script&gt;.mp4")
-    assert hits == 1  # on its cluster's page (an exemplar), escaped
+        assert "<script>alert" not in text and "</script>.mp4" not in text
+        if page.name == f"cluster_{c:03d}.html":
+            assert text.count(escaped) == 1  # in its card's detail (an exemplar)
+        elif page.name == "index.html":
+            assert text.count(escaped) == 3  # strip tooltip, and one tooltip on each map
+        else:
+            assert escaped not in text
 
 
-def test_chromium_renders(built, tmp_path):
-    chromium = shutil.which("chromium")
-    if chromium is None:
+def test_ground_truth_labels_and_map_legend_are_escaped(avdigits_cache, tmp_path):
+    cache, labels = avdigits_cache
+    df = write_assignments(cache, labels, tmp_path / "a.parquet")
+    write_features(df, tmp_path / "f.parquet")
+    bad = '<img src=x onerror=alert(2)>"&'
+    g = pd.read_csv(labels, dtype=str)
+    g.loc[g["label"] == "3", "label"] = bad
+    g.to_csv(tmp_path / "gt.csv", index=False)
+    index = build_report(tmp_path / "a.parquet", cache, tmp_path / "site", gt=tmp_path / "gt.csv", per_cluster=1,
+                         strip=1, features=tmp_path / "f.parquet", source_root=tmp_path)
+    pages = {p.name: p.read_text(encoding="utf-8") for p in index.parent.glob("*.html")}
+    assert not any("<img src=x" in t for t in pages.values())
+    text = pages["index.html"]
+    legend = re.findall(r'<span class="lab"><span class="sw" style="background:[^"]+"></span>([^<]*)</span>', text)
+    # ten digits (3 renamed, escaped; sorted last) and "no label" (the XSS row's path is not in labels.csv)
+    assert legend == [d for d in "012456789"] + [escape(bad), "no label"]
+    assert f'data-v="{escape(bad, quote=True)}">{escape(bad)}</td>' in text  # majority label of cluster 3
+    assert sum(t.count(f"ground truth: {escape(bad)}") for t in pages.values()) >= 1
+
+
+def test_without_features_there_is_no_map_but_a_hint(avdigits_cache, tmp_path):
+    cache, labels = avdigits_cache
+    write_assignments(cache, labels, tmp_path / "a.parquet")
+    index = build_report(tmp_path / "a.parquet", cache, tmp_path / "site", per_cluster=1, strip=0, source_root=tmp_path)
+    p = _parse(index)
+    assert p.count("svg") == 0 and 'id="no-map"' in index.read_text() and "assign" in index.read_text()
+    assert not any("thumb" in a.get("class", "") for t, a in p.tags if t == "img")  # --strip 0
+
+
+def test_browser_index_cluster_page_map_and_naming_form(built, tmp_path):
+    """Headless Chromium, driven as a person would: sort, follow a cluster link, count the grid, hover and
+    pin a card, find the map and follow a dot, name two clusters and download seeds.csv, which
+    `videolabel propagate` then reads."""
+    if find_chromium() is None:
         pytest.skip("chromium not installed: .ci/run installs Debian's chromium; apt-get install chromium to run this test")
+    from chromium import Chromium
+
+    from videolabel.evaluate import load_assignments
+    from videolabel.propagate import propagate_labels, read_seeds
+
     index, df = built
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage"]
+    sizes = df["cluster"].value_counts()
+    clusters = sorted(sizes.index)
+    downloads = tmp_path / "downloads"
+    with Chromium(width=1280, height=900) as b:
+        b.allow_downloads(downloads)
+        b.open(index.as_uri())
+        assert b.eval("document.querySelectorAll('#clusters tbody tr').length") == len(clusters)
+        loaded = b.eval("Promise.all(Array.prototype.map.call(document.querySelectorAll('img.thumb'), function(i){"
+                        " i.loading = 'eager'; return i.decode().then(function(){ return i.naturalWidth; }); }))")
+        assert len(loaded) == sum(min(6, int(sizes[c])) for c in clusters) and min(loaded) > 0
+        shot = b.screenshot()
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 20000
 
-    def run(*args: str, profile: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*flags, f"--user-data-dir={tmp_path / profile}", *args],
-                              capture_output=True, text=True, timeout=60)
+        # sorting kept: a click on "size" sorts the rows by size, a second click reverses them
+        order = "Array.prototype.map.call(document.querySelectorAll('#clusters tbody tr'), function(r){ return +r.cells[2].getAttribute('data-v'); })"
+        b.click("#clusters th:nth-child(3)")
+        assert b.eval(order) == sorted(sizes.tolist())
+        b.click("#clusters th:nth-child(3)")
+        assert b.eval(order) == sorted(sizes.tolist(), reverse=True)
 
-    shot = tmp_path / "shot.png"  # kept in the test's tmp dir
-    r = run(f"--screenshot={shot}", "--window-size=1200,900", index.as_uri(), profile="p1")
-    assert shot.is_file() and shot.stat().st_size > 5000, r.stderr[-2000:]
-    dom = run("--dump-dom", index.as_uri(), profile="p2").stdout
-    first = re.search(r'href="(cluster_\d{3}\.html)"', dom)
-    assert first, dom[:2000]
-    page = index.parent / first.group(1)
-    dom = run("--dump-dom", page.as_uri(), profile="p3").stdout
-    c = int(first.group(1)[8:11])
-    n = min(PER_CLUSTER, int((df["cluster"] == c).sum()))
-    assert len(re.findall(r"<img\b", dom)) == 2 * n
-    assert len(re.findall(r"<audio\b", dom)) == n
+        # follow the (now first) cluster's link: a grid of thumbnails, each with its confidence
+        href = b.eval("document.querySelector('#clusters tbody tr a').getAttribute('href')")
+        c = int(href[8:11])
+        b.click_and_wait("#clusters tbody tr td a")
+        assert b.url().endswith(href)
+        n = min(PER_CLUSTER, int(sizes[c]))
+        assert b.eval("document.querySelectorAll('.grid .card img.thumb').length") == n
+        assert b.eval("document.querySelectorAll('.grid.outliers .card').length") == n - math.ceil(2 * n / 3)
+        confs = b.eval("Array.prototype.map.call(document.querySelectorAll('.grid.exemplars figcaption'), function(f){ return parseFloat(f.textContent); })")
+        top = df[df["cluster"] == c]["confidence"].sort_values(ascending=False).head(len(confs)).tolist()
+        assert confs == pytest.approx(top, abs=6e-4)  # shown with 3 decimals, highest first
+        # hovering shows a card in the viewer; a click pins it there (frames, spectrogram, sound)
+        assert b.eval("document.querySelectorAll('#viewer img').length") == 0
+        b.hover(".grid.exemplars .card:nth-child(1)")
+        first = b.eval("document.querySelector('.grid.exemplars .card:nth-child(1)').getAttribute('data-video')")
+        assert b.eval("document.getElementById('viewer').getAttribute('data-video')") == first
+        b.click(".grid.outliers .card")
+        b.hover(".grid.exemplars .card:nth-child(1)")  # pinned: hovering elsewhere does not replace it
+        pinned = b.eval("document.querySelector('.grid.outliers .card').getAttribute('data-video')")
+        assert b.eval("document.getElementById('viewer').getAttribute('data-video')") == pinned != first
+        assert b.eval("[document.querySelectorAll('#viewer img.frames').length, document.querySelectorAll('#viewer img.spec').length,"
+                      " document.querySelectorAll('#viewer audio').length]") == [1, 1, 1]
+
+        # the map: one dot per video on each of its two panels; a dot opens its cluster's page
+        b.open(index.as_uri())
+        assert b.eval("document.querySelectorAll('#map svg.map').length") == 2
+        assert b.eval("document.querySelectorAll('#map svg.map:not(.gt) circle').length") == len(df)
+        last = "#map svg.map:not(.gt) a:last-of-type circle"  # drawn last: on top of any other dot
+        dot = b.eval(f"document.querySelector('{last}').closest('a').getAttribute('href')")
+        b.click_and_wait(last)
+        assert b.url().endswith(dot)
+
+        # name two clusters (one name a spreadsheet would run, with a comma and quotes) and download
+        b.open(index.as_uri())
+        names = {clusters[0]: '=HYPERLINK("x"), zero', clusters[3]: "three"}
+        for cl, name in names.items():
+            b.type_into(f"input.name[data-cluster='{cl}']", name)
+        b.click("#download-seeds")
+        got = Path(b.wait_download()["filePath"])
+        assert "2 cluster(s) named" in b.eval("document.getElementById('naming-status').textContent")
+    assert got.name == "seeds.csv"
+    assert got.read_text(encoding="utf-8").splitlines()[1].endswith(',"\'=HYPERLINK(""x""), zero"')  # as `select` writes
+    seeds = read_seeds(got)
+    a = load_assignments(index.parent.parent / "a.parquet")
+    for cl, name in names.items():
+        sub = df[df["cluster"] == cl].sort_values("confidence", ascending=False, kind="stable")
+        n = min(PER_CLUSTER, len(sub))
+        assert sorted(seeds.loc[seeds["label"] == name, "video_id"]) == sorted(sub["video_id"].head(math.ceil(2 * n / 3)))
+    labels = propagate_labels(a.df, seeds).set_index("video_id")
+    for cl, name in names.items():
+        assert (labels.loc[df.loc[df["cluster"] == cl, "video_id"], "label"] == name).all()
+    assert labels["label"].isna().sum() == int((~df["cluster"].isin(list(names))).sum())  # the rest abstain
 
 
 @pytest.mark.parametrize("what", ["assignments", "cache"])

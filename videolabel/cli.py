@@ -399,17 +399,20 @@ def report(
     cache: Path = typer.Option(..., "--cache", help="Cache the assignments label (frames and spectrograms come from it)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the static site (index.html) into."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="labels.csv (path,label): majority label, purity, entropy."),
-    per_cluster: int = typer.Option(12, "--per-cluster", help="Videos shown per cluster (2/3 exemplars, 1/3 outliers)."),
+    per_cluster: int = typer.Option(24, "--per-cluster", help="Videos shown per cluster page (2/3 exemplars, 1/3 outliers)."),
     head: Optional[int] = typer.Option(None, "--head", help="Use head N's clusters (default: the cluster column)."),
     source_root: Optional[Path] = typer.Option(None, "--source-root",
                                                help="Folder of the source videos: adds playable audio of each clip."),
     ffmpeg: Optional[str] = typer.Option(None, "--ffmpeg", help="ffmpeg executable (for the audio; default: as ingest)."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Features Parquet (`assign --features`): "
+                                            "draws a map of the collection (2-D PCA, coloured by cluster)."),
+    strip: int = typer.Option(6, "--strip", help="Thumbnails per cluster row of the index (its most confident)."),
 ) -> None:
-    """Static HTML report of the clusters (thumbnails, spectrograms, audio); opens from file://."""
+    """Static HTML report of the clusters (thumbnail grids, spectrograms, audio, a map, a naming form); opens from file://."""
     from videolabel.report import build_report
 
     index = build_report(assignments, cache, out, gt=gt, per_cluster=per_cluster, head=head,
-                         source_root=source_root, ffmpeg=ffmpeg)
+                         source_root=source_root, ffmpeg=ffmpeg, features=features, strip=strip)
     typer.echo(f"wrote {index}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from videolabel.errors import VideolabelError
+from videolabel.errors import VideolabelError, first_line
 from videolabel.evaluate import head_columns
 from videolabel.fsutil import csv_text, write_user_file
 from videolabel.groundtruth import source_file
@@ -123,8 +123,10 @@ def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int
 
 def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, head: int | None = None) -> int:
     """A persistent FiftyOne dataset ``name``: one sample per video whose source file exists, with a
-    ``cluster`` classification (the chosen head) and a ``cluster_h<h>`` classification per head
-    (optional dependency: ``pip install fiftyone``). Returns the number of samples."""
+    ``cluster`` classification (the chosen head, or ``head``; its confidence), a ``cluster_h<h>``
+    classification per head (confidence ``prob_h<h>``) and the ``video_id`` (optional dependency:
+    ``pip install fiftyone``). Returns the number of samples. An existing dataset of that name is an
+    error (it is never overwritten)."""
     try:
         import fiftyone as fo  # type: ignore[import-not-found]
     except Exception:  # noqa: BLE001 - missing or broken install
@@ -132,8 +134,20 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
     col = cluster_column(df, head)
     heads = sorted(head_columns(df.columns))
     root = Path(source_root).resolve()
+    if not root.is_dir():
+        raise VideolabelError(f"source root is not a folder: {source_root}")
+    conf_col = "confidence" if head is None else f"prob_h{head}"
+    conf = df[conf_col].to_numpy() if conf_col in df.columns else None
+    ids = df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else None
+    try:
+        if fo.dataset_exists(name):
+            raise VideolabelError(f"FiftyOne dataset {name!r} already exists: pick another name, or delete it "
+                                  f"(fiftyone datasets delete {name})")
+    except VideolabelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - its database did not start, or could not be reached
+        raise VideolabelError(f"FiftyOne cannot open its database: {first_line(exc)}") from None
     samples = []
-    conf = df["confidence"].to_numpy() if "confidence" in df.columns else None
     for i, rel in enumerate(df["path"].astype(str)):
         src = source_file(root, rel)
         if not src.is_file():
@@ -145,6 +159,8 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
             p = df[f"prob_h{h}"].iloc[i] if f"prob_h{h}" in df.columns else None
             s[f"cluster_h{h}"] = fo.Classification(label=f"cluster_{int(df[f'cluster_h{h}'].iloc[i]):03d}",
                                                    confidence=float(p) if p is not None else None)
+        if ids is not None:
+            s["video_id"] = ids[i]
         samples.append(s)
     dataset = fo.Dataset(name)
     dataset.persistent = True

@@ -112,3 +112,13 @@ def synthesize_audio(logmel: np.ndarray, out: Path, *, sample_rate: int, n_fft: 
         fh.setframerate(int(sample_rate))
         fh.writeframes(pcm.tobytes())
     return True
+
+
+def thumbnail(video: np.ndarray, out: Path, *, height: int = 96) -> None:
+    """Write the middle frame of a clip ([T, H, W, 3] uint8) as a PNG ``height`` pixels high."""
+    video = np.asarray(video, dtype=np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(video[video.shape[0] // 2]), "RGB")
+    if img.height != height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.NEAREST
+                         if img.height < height else Image.BILINEAR)
+    img.save(out, format="PNG", optimize=True)
