@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import videolabel
-from videolabel.cluster.combine import balance_factors
+from videolabel.assignments import LAYOUTS, write_assignments
+from videolabel.cluster.combine import modality_log_probs
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.loader import ListBatches, make_loader
 from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.models import build_model
@@ -32,13 +34,11 @@ from videolabel.train.checkpoint import (
     ASSIGN_KEYS, file_sha1, find_checkpoint, load_checkpoint, load_weights, train_config_of,
 )
 from videolabel.train.config import TrainConfig
-from videolabel.train.loop import ListBatches, make_loader
 
 METHODS = ("selavi", "kmeans")
 #: per-head log-probabilities [H, n, K] in :func:`infer`'s result (the rest are per-video rows)
 LOG_PROB_KEYS = ("lv", "la", "lf")
 MODALITIES = ("both", "audio", "visual")
-LAYOUTS = ("wide", "long")
 
 
 @dataclass
@@ -228,14 +228,8 @@ def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tens
         return lv
     if modality == "audio":
         return la
-    if balance:
-        lv, la = lv.clone(), la.clone()
-        for h in range(lv.shape[0]):
-            fv, fa = balance_factors([lv[h], la[h]], [None, has_audio])
-            lv[h].mul_(fv)
-            la[h].mul_(fa)
-    w = has_audio.to(lv.dtype)[None, :, None]
-    return (lv + w * la) / (1.0 + w)
+    return torch.stack([modality_log_probs(lv[h], la[h], has_audio, "both", balance=balance)
+                        for h in range(lv.shape[0])])
 
 
 def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache: str | Path | None = None,
@@ -301,7 +295,7 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
         table, meta = _build_table(run, ds, full, opts, pick=pick if opts.method == "selavi" else None)
         if candidates:
             meta["run_choice"] = {"chosen": chosen, "candidates": candidates}
-        _write_parquet(table, out, meta)
+        write_assignments(table, out, meta)
         feat_path = _write_features(ds, full, opts) if opts.features else None
         secs = time.perf_counter() - t0
         clips = int(full["clips"])
@@ -455,13 +449,6 @@ def _pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Te
     if head != "auto":
         return int(head), scores
     return (choose_head(scores) if scores is not None else 0), scores
-
-
-def _write_parquet(df: pd.DataFrame, out: Path, meta: dict[str, Any]) -> None:
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    md = dict(table.schema.metadata or {})
-    md[b"videolabel"] = json.dumps(meta).encode()
-    write_user_file(lambda p: write_parquet_atomic(table.replace_schema_metadata(md), p), out)
 
 
 def _write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:

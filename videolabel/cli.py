@@ -152,8 +152,8 @@ def train(
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     from videolabel.train.config import make_config, read_config_file
-    from videolabel.train.loop import EXIT_PREEMPTED
     from videolabel.train.loop import train as run_train
+    from videolabel.train.signals import EXIT_PREEMPTED
     from videolabel.train.progress import TrainProgress
 
     flags = {
@@ -171,7 +171,7 @@ def train(
     if resume and config is None and (out / "config.json").is_file():
         file_values = read_config_file(out / "config.json")
     if flags.get("workers") is None and (config is None or not file_values or file_values.get("workers") is None):
-        from videolabel.train.loop import default_loader_workers
+        from videolabel.data.loader import default_loader_workers
 
         flags["workers"] = default_loader_workers()  # fit this machine, not the one a resumed run began on
     cfg = make_config(file_values, flags)
@@ -234,7 +234,7 @@ def assign(
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     from videolabel.assign import AssignOptions
     from videolabel.assign import assign as run_assign
-    from videolabel.train.loop import default_loader_workers
+    from videolabel.data.loader import default_loader_workers
 
     if workers is None:
         workers = default_loader_workers()
@@ -321,7 +321,7 @@ def select(
     out: Path = typer.Option(..., "--out", "-o", help="CSV to write (path, video_id, cluster, confidence, reason, label)."),
 ) -> None:
     """Pick the videos a human should label: the most confident per cluster, plus the most uncertain."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.propagate import select_for_labelling, write_selection
 
     sel = select_for_labelling(load_assignments(assignments).df, per_cluster, uncertain)
@@ -343,7 +343,7 @@ def propagate(
     json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Label every video from a few human labels: cluster majority, else nearest labelled neighbours."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.propagate import load_features, propagate_labels, read_seeds, write_labels
 
     a = load_assignments(assignments)
@@ -372,7 +372,7 @@ def export(
     fiftyone: Optional[str] = typer.Option(None, "--fiftyone", help="Also create a FiftyOne dataset NAME."),
 ) -> None:
     """Browse clusters: a folder per cluster of symlinks (or copies), a features CSV, FiftyOne."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.export import export_fiftyone, export_tree, write_features_csv
 
     if (features is None) != (features_csv is None):

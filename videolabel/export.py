@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from videolabel.errors import VideolabelError
-from videolabel.evaluate import head_columns
+from videolabel.assignments import head_columns
 from videolabel.fsutil import csv_text, write_user_file
 from videolabel.groundtruth import source_file
 

@@ -437,7 +437,7 @@ def budget_table(rows: Sequence[dict], title: str | None = None):
 def simulate_budget_paths(paths: Sequence[str | Path], gt_path: str | Path, budgets: str | Sequence[int], *,
                           key: str = "path", gt_key: str | None = None, gt_label: str = "label") -> list[list[dict]]:
     """:func:`simulate_budget` for assignment files against a ground-truth file (no features)."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.groundtruth import join_ground_truth, read_ground_truth
 
     bs = parse_budgets(budgets) if isinstance(budgets, str) else [int(b) for b in budgets]

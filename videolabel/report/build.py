@@ -116,7 +116,7 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
                  ffmpeg: str | None = None) -> Path:
     """Write the report folder ``out`` and return the path of its ``index.html``."""
     from videolabel.data.dataset import ShardDataset
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.ingest.shards import CLIPS_SUFFIX, SHARDS
 
     if per_cluster < 1:
