@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 from videolabel.errors import VideolabelError
@@ -128,11 +127,3 @@ def from_dict(cls: type[T], data: dict[str, Any], *, origin: str = "config") -> 
     except TypeError as exc:  # pragma: no cover - defensive
         raise VideolabelError(f"{origin}: {exc}") from None
 
-
-def load_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise VideolabelError(f"missing file: {path}") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise VideolabelError(f"{path} is not valid JSON: {type(exc).__name__}: {exc}") from None
