@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import cpu_model  # noqa: E402
+
 from videolabel.cluster.priors import uniform_prior  # noqa: E402
 from videolabel.metrics import clustering_scores  # noqa: E402
 from videolabel.train.config import TrainConfig  # noqa: E402

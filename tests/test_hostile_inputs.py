@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_set
+
 from videolabel.cli import main
 
 TINY = ["--preset", "tiny", "--clusters", "2", "--heads", "1", "--epochs", "1", "--workers", "0",

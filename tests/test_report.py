@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
+
 from videolabel.data.dataset import ShardDataset
 from videolabel.report import build_report
 
@@ -115,7 +115,7 @@ def test_site_structure_and_no_network(built):
         n = min(PER_CLUSTER, int((df["cluster"] == c).sum()))
         assert cp.count("img") == 2 * n  # frame strip + spectrogram per item
         assert cp.count("audio") == n  # every AV-Digits video has sound, every source is there
-        for t, a in cp.tags:
+        for _, a in cp.tags:
             ref = a.get("src") or a.get("href")
             if ref:
                 assert (out / ref).is_file(), ref

@@ -114,7 +114,8 @@ def load_assignments(path: str | Path) -> Assignments:
         try:
             meta = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise VideolabelError(f"assignments {p} have unreadable '{META_KEY.decode()}' metadata (not JSON)") from None
+            raise VideolabelError(f"assignments {p} have unreadable '{META_KEY.decode()}' metadata "
+                                  "(not JSON)") from None
         if not isinstance(meta, dict):
             raise VideolabelError(f"assignments {p} have '{META_KEY.decode()}' metadata that is not a JSON object")
     if table.num_rows == 0:
@@ -134,7 +135,7 @@ def assignments_from_frame(
     cols = [str(c) for c in df.columns]
     df = df.copy()
     df.columns = cols
-    ids = [c for c in ("video_id", "path") if c in cols]
+    ids: list[str] = [c for c in ("video_id", "path") if c in cols]
     if not ids:
         raise VideolabelError(f"{where} lack an id column: need video_id or path (has: {', '.join(cols)})")
     head_cols = head_columns(cols)
@@ -189,7 +190,8 @@ def _long_to_wide(df: pd.DataFrame, ids: list[str], where: str) -> pd.DataFrame:
     if dup.any():
         row = df[dup].iloc[0]
         raise VideolabelError(
-            f"{where} (long layout) have {int(dup.sum())} duplicate ({key}, head) row(s), e.g. ({row[key]}, {row['head']})"
+            f"{where} (long layout) have {int(dup.sum())} duplicate ({key}, head) row(s), "
+            f"e.g. ({row[key]}, {row['head']})"
         )
     first = df.drop_duplicates(key)
     wide = first[ids].reset_index(drop=True)

@@ -80,7 +80,8 @@ class IngestConfig:
         hop = self.hop_ms * self.sample_rate / 1000.0
         win = self.win_ms * self.sample_rate / 1000.0
         if abs(hop - round(hop)) > 1e-6 or abs(win - round(win)) > 1e-6 or round(hop) < 1 or round(win) < 2:
-            problems.append(f"hop ({self.hop_ms} ms) and window ({self.win_ms} ms) must be whole numbers of samples at {self.sample_rate} Hz")
+            problems.append(f"hop ({self.hop_ms} ms) and window ({self.win_ms} ms) must be whole numbers of samples "
+                            f"at {self.sample_rate} Hz")
         elif self.n_fft < round(win):
             problems.append(f"n_fft {self.n_fft} is shorter than the window ({round(win)} samples)")
         if not problems and self.n_fft >= 2:

@@ -199,7 +199,8 @@ def evaluate(
         chosen_head = next(
             (h for h in a.heads if np.array_equal(df["cluster"].to_numpy(), df[f"cluster_h{h}"].to_numpy())), None
         )
-        chosen = per_head[chosen_head] if chosen_head is not None else _scores(y_true, df["cluster"].to_numpy()[matched])
+        chosen = (per_head[chosen_head] if chosen_head is not None
+                  else _scores(y_true, df["cluster"].to_numpy()[matched]))
     mean, std = {}, {}
     for m in METRIC_KEYS:
         vals = np.array([float(s.get(m, np.nan)) for s in per_head.values()], dtype=np.float64)
@@ -353,7 +354,7 @@ def render_table(reports: Sequence[EvalReport] | EvalReport, *, title: str | Non
     t.add_column("method", no_wrap=True)
     t.add_column("K", justify="right")
     t.add_column("heads", justify="right")
-    for m, header in _COLUMNS[:5]:
+    for _, header in _COLUMNS[:5]:
         t.add_column(header, justify="right", no_wrap=True)
     t.add_column("NMI mean±std", justify="right", no_wrap=True)
     t.add_column("Acc mean±std", justify="right", no_wrap=True)

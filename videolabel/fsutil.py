@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a directory so that a rename into it survives a crash (no-op where unsupported)."""
+    """Flush a directory (``fsync``) so that a rename into it survives a crash (no-op where unsupported)."""
     try:
         fd = os.open(Path(path), os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -99,7 +99,7 @@ class FolderLock:
     def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
         self.path = Path(folder) / ".lock"
         self.what = what
-        self._fh = None
+        self._fh: IO[str] | None = None
 
     def acquire(self) -> "FolderLock":
         """Take the lock or raise a one-line :class:`~videolabel.errors.VideolabelError` naming the holder."""

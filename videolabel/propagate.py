@@ -77,7 +77,8 @@ def _id_column(df: pd.DataFrame) -> str:
         return "video_id"
     if "path" in df.columns:
         return "path"
-    raise VideolabelError(f"assignments lack an id column: need video_id or path (has: {', '.join(map(str, df.columns))})")
+    raise VideolabelError("assignments lack an id column: need video_id or path "
+                          f"(has: {', '.join(map(str, df.columns))})")
 
 
 # --- select --------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ def read_seeds(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
         raise VideolabelError(f"cannot read seeds {p}: {first_line(exc)}") from None
     if "label" not in df.columns or not ({"path", "video_id"} & set(df.columns)):
-        raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label (has: {', '.join(df.columns)})")
+        raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label "
+                              f"(has: {', '.join(df.columns)})")
     for col in ("path", "video_id", "label"):  # cells escaped by `select` (csv_text)
         if col in df.columns:
             df[col] = df[col].map(csv_untext)

@@ -49,7 +49,8 @@ def gaussian_prior_masses(
     Args:
         k: number of clusters.
         sigma: standard deviation of the masses around 1 (the paper uses 0.1).
-        generator: a seeded ``torch.Generator``; or ``seed`` to make one; neither: torch's global RNG.
+        generator: a seeded ``torch.Generator`` (neither it nor ``seed``: torch's global RNG).
+        seed: the seed of a fresh generator, instead of ``generator``.
     """
     k = _check_k(k)
     if sigma < 0:

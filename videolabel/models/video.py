@@ -40,7 +40,7 @@ class R2Plus1D18Encoder(nn.Module):
 
 
 def _conv3d_bn_relu(cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
-    pad = tuple(k // 2 for k in kernel)
+    pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     return nn.Sequential(
         nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad, bias=False),
         nn.BatchNorm3d(cout),

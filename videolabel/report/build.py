@@ -115,8 +115,8 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
                  per_cluster: int = 12, head: int | None = None, source_root: str | Path | None = None,
                  ffmpeg: str | None = None) -> Path:
     """Write the report folder ``out`` and return the path of its ``index.html``."""
-    from videolabel.data.dataset import ShardDataset
     from videolabel.assignments import load_assignments
+    from videolabel.data.dataset import ShardDataset
     from videolabel.ingest.shards import CLIPS_SUFFIX, SHARDS
 
     if per_cluster < 1:

@@ -57,7 +57,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     except pickle.UnpicklingError as exc:  # never repeat torch's advice to load with weights_only=False
         what = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), "")
         if not what:  # not a pickle of objects at all: a damaged or foreign file
-            raise VideolabelError(f"cannot read checkpoint {path}: not a checkpoint file (damaged or foreign)") from None
+            raise VideolabelError(f"cannot read checkpoint {path}: not a checkpoint file "
+                                  "(damaged or foreign)") from None
         raise VideolabelError(f"refused checkpoint {path}: it holds objects other than tensors and plain "
                               f"values, which only code could rebuild ({what.rstrip('.')}); videolabel reads "
                               "only the checkpoints `videolabel train` writes") from None

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,15 @@ from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
 from videolabel.seeds import ALIGN, BN, DISTILL, LABEL, PRIOR, SPLIT, STEP, generator, seed_for
 from videolabel.train import dist as D
-from videolabel.train.checkpoint import CHECKPOINT_FORMAT, FINAL, LAST, RESUME_KEYS, load_checkpoint, load_weights, save_checkpoint
+from videolabel.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FINAL,
+    LAST,
+    RESUME_KEYS,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from videolabel.train.config import TrainConfig
 from videolabel.train.objective import cluster_size_entropy, cluster_sizes, clusters_used, selavi_loss
 from videolabel.train.rundir import RunFolder, check_resumable, hash_ids, run_info
@@ -233,8 +241,8 @@ class Trainer:
     def _wrap(self) -> torch.nn.Module:
         model: torch.nn.Module = self.model
         if self.cfg.compile:
-            self.model.video_encoder = torch.compile(self.model.video_encoder)
-            self.model.audio_encoder = torch.compile(self.model.audio_encoder)
+            self.model.video_encoder = cast(torch.nn.Module, torch.compile(self.model.video_encoder))
+            self.model.audio_encoder = cast(torch.nn.Module, torch.compile(self.model.audio_encoder))
         if self.info.distributed:
             if self.cuda and self.cfg.sync_bn:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -358,13 +366,13 @@ class Trainer:
 
         return recalibrate_batchnorm(self.model, loader, forward)
 
-    def _set_label_mode(self) -> list[tuple[torch.nn.Module, float | None]]:
+    def _set_label_mode(self) -> list[tuple[torch.nn.modules.batchnorm._BatchNorm, float | None]]:
         """Eval mode; with ``label_bn="batch"`` BatchNorm layers use the batch's statistics instead of
         the running ones (which lag behind a fast-changing small model) without updating them.
         ``label_bn="precise"`` recalibrates the running statistics before each pass instead
         (:meth:`recalibrate_bn`, called by :meth:`align` and :meth:`solve_labels`)."""
         self.model.eval()
-        saved = []
+        saved: list[tuple[torch.nn.modules.batchnorm._BatchNorm, float | None]] = []
         if self.cfg.label_bn == "batch":
             for mod in self.model.modules():
                 if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
@@ -400,8 +408,8 @@ class Trainer:
                 self.align_costs.append((float(res.cost_before), float(res.cost_after)))
         self.aligned = True
         if self.info.distributed:  # rank 0's permuted heads to everyone
-            for p in self.model.audio_heads.parameters():
-                torch.distributed.broadcast(p.data, src=0)
+            for param in self.model.audio_heads.parameters():
+                torch.distributed.broadcast(param.data, src=0)
 
     # ------------------------------------------------------------------ the label solve (eq. 1-6)
     def solve_labels(self) -> dict[str, Any]:
@@ -473,7 +481,8 @@ class Trainer:
         the clip-averaged features of every video ``[n_local, Dv + Da]`` (for k-means)."""
         start, stop = D.split_range(self.n, self.info.world_size, self.info.rank)
         clips = np.concatenate([np.arange(f, f + c) for f, c in zip(self.first_clip[start:stop],
-                                                                   self.n_clips[start:stop])] or [np.zeros(0, np.int64)])
+                                                                   self.n_clips[start:stop])]
+                               or [np.zeros(0, np.int64)])
         loader = make_loader(self.ds, ListBatches(clips.astype(np.int64), self.cfg.eval_batch_size),
                              self.cfg.workers, self.cuda, self.cfg.prefetch)
         self.model.eval()
@@ -628,7 +637,7 @@ class Trainer:
             loader = make_loader(self.ds, sampler, cfg.workers, self.cuda, cfg.prefetch)
             labels_dev = self.labels.to(self.dev)
             has_audio_dev = self.has_audio.to(self.dev)
-            window = {"t": time.perf_counter(), "wait": 0.0, "steps": 0, "loss": []}
+            window: dict[str, Any] = {"t": time.perf_counter(), "wait": 0.0, "steps": 0, "loss": []}
             if progress is not None:
                 progress.start(self.total_steps, self.step)
             it = iter(loader)

@@ -9,7 +9,7 @@ Sinkhorn-Knopp, eq. 3) -> labels. :func:`modality_agreement_metrics` says whethe
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import torch
@@ -39,7 +39,8 @@ def label_log_probs(out: Mapping[str, Tensor], j: int, modalities: str, has_audi
     if modalities == "concat":
         return out["fused"][j]
     lv, la = out.get("video"), out.get("audio")
-    use = "both" if modalities == "both" else ("video" if modalities == "video" else "audio")
+    use: Literal["both", "video", "audio"] = ("both" if modalities == "both" else
+                                              "video" if modalities == "video" else "audio")
     return modality_log_probs(None if lv is None else lv[j], None if la is None else la[j], has_audio, use,
                               balance=balance, all_reduce=all_reduce)
 
