@@ -33,7 +33,7 @@ from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
-from videolabel.seeds import ALIGN, BN, DISTILL, LABEL, PRIOR, SPLIT, STEP, generator, seed_for
+from videolabel.seeds import ALIGN, BN, LABEL, PRIOR, SPLIT, STEP, generator, seed_for
 from videolabel.train import dist as D
 from videolabel.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -45,6 +45,7 @@ from videolabel.train.checkpoint import (
     save_checkpoint,
 )
 from videolabel.train.config import TrainConfig
+from videolabel.train.distill import distill_heads, kmeans_labels
 from videolabel.train.objective import cluster_size_entropy, cluster_sizes, clusters_used, selavi_loss
 from videolabel.train.rundir import RunFolder, check_resumable, hash_ids, run_info
 from videolabel.train.schedule import learning_rate, scaled_lr
@@ -503,63 +504,21 @@ class Trainer:
         return fv, fa, owner, mean
 
     def distill_labels(self) -> dict[str, Any]:
-        """``final_labels="features"`` (not in the paper): the run's labels become k-means (one seed per
-        head) on the final encoders' clip-averaged pooled features, PCA-whitened and L2-normalised per
-        modality as ``assign --method kmeans`` does, and every head is trained for ``distill_epochs`` on
-        the frozen per-clip features to predict its labels, so that ``assign`` reproduces them and labels
-        new videos with the same clusters. Every process runs the same k-means on the gathered features
-        and the heads' gradients are averaged over processes."""
-        from videolabel.kmeans import kmeans, pooled_features
+        """``final_labels="features"``: the run's labels become k-means on the final features, learnt by the heads.
 
+        See :mod:`videolabel.train.distill`. Every process runs the same k-means on the gathered
+        features and the heads' gradients are averaged over processes."""
         cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
         t0 = time.perf_counter()
         fv, fa, owner, mean = self.final_features()
         full = D.all_gather_rows(mean, self.n).cpu()
         dv = fv.shape[1]
-        x = pooled_features(full[:, :dv], full[:, dv:], self.has_audio.cpu(), "both", pca=32)
-        labels = torch.stack([torch.as_tensor(kmeans(x, K, seed=seed_for(cfg.seed, DISTILL, h) % (1 << 31)).labels,
-                                              dtype=torch.int64) for h in range(H)])
+        labels = kmeans_labels(full[:, :dv], full[:, dv:], self.has_audio.cpu(), K, H, cfg.seed)
         old = self.labels.clone()
         self.labels = labels
-        # head-only training on the frozen features: every head of both towers (or the fusion heads)
-        y = labels.to(self.dev)[:, owner]  # [H, clips]
-        ha = self.has_audio.to(self.dev)[owner]
-        towers = [("fused", torch.cat([fv, fa], dim=1), None)] if self.model.fusion else \
-            [("video", fv, None), ("audio", fa, ha)]
-        params = [p for name, _, _ in towers for head in
-                  (self.model.fused_heads if name == "fused" else self.model.heads(name)) for p in head.parameters()]
-        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=cfg.weight_decay)
-        total = torch.tensor([float(len(owner))], device=self.dev)
-        if D.is_dist():
-            torch.distributed.all_reduce(total)
-        n_clips = int(total.item())
-        bs = min(256, max(32, n_clips // (8 * self.info.world_size)))  # >= 8 steps an epoch on small sets
-        steps = cfg.distill_epochs * max(1, math.ceil(n_clips / (bs * self.info.world_size)))
-        g = generator(seed_for(cfg.seed, DISTILL, H, self.info.rank))
-        for _ in range(steps):
-            sel = torch.randint(len(owner), (min(bs, len(owner)),), generator=g).to(self.dev)
-            loss = torch.zeros((), device=self.dev)
-            for name, f, present in towers:
-                logits = self.model.fused_forward(fv[sel], fa[sel]) if name == "fused" else \
-                    self.model.heads_forward(f[sel], name)
-                ce = F.cross_entropy(logits.reshape(-1, K), y[:, sel].reshape(-1), reduction="none").reshape(H, -1)
-                w = torch.ones_like(ce) if present is None else present[sel].to(ce.dtype).expand_as(ce)
-                loss = loss + (ce * w).sum() / w.sum().clamp_min(1.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if D.is_dist():
-                for p in params:
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= self.info.world_size
-            opt.step()
-        # how well the heads reproduce their labels (inference mode, this process's clips)
-        self.model.eval()
-        with torch.no_grad():
-            name, f, _ = towers[0]
-            logits = self.model.fused_forward(fv, fa) if name == "fused" else self.model.heads_forward(f, name)
-            fit = float((logits.argmax(-1) == y).float().mean())
-        self.model.train()
+        steps, fit = distill_heads(self.model, fv, fa, owner, labels, self.has_audio, epochs=cfg.distill_epochs,
+                                   weight_decay=cfg.weight_decay, seed=cfg.seed, rank=self.info.rank,
+                                   world_size=self.info.world_size)
         m: dict[str, Any] = {"event": "distill", "step": self.step, "distill_s": round(time.perf_counter() - t0, 3),
                              "distill_steps": steps, "heads_fit": fit,
                              "labels_nmi_last_solve": float(np.mean([nmi(old[h].numpy(), labels[h].numpy())
