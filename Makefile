@@ -10,7 +10,7 @@ PER_CLASS ?= 60
 REUSE     ?= 2
 EPOCHS    ?= 12
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test lint clean-demo
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff (pyflakes, pycodestyle, bugbear, isort, pydocstyle) and mypy, configured in pyproject.toml
+lint: install
+	$(PY) -m pip install -q -c constraints.txt ruff mypy
+	$(PY) -m ruff check videolabel tests
+	$(PY) -m mypy
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -90,7 +90,7 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
     from videolabel.data.augment import AudioAugment, VideoAugment
     from videolabel.models.batchnorm import recalibrate_batchnorm
     from videolabel.models.presets import get_preset
-    from videolabel.train.loop import learning_rate
+    from videolabel.train.schedule import learning_rate
 
     preset = get_preset(cfg.preset)
     torch.manual_seed(seed)

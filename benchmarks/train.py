@@ -30,8 +30,9 @@ from _common import cpu_model  # noqa: E402
 from _synthetic import make_synthetic_cache  # noqa: E402
 
 from videolabel.config import IngestConfig  # noqa: E402
+from videolabel.data.loader import StepBatches, make_loader  # noqa: E402
 from videolabel.train.config import make_config  # noqa: E402
-from videolabel.train.loop import StepBatches, Trainer, make_loader  # noqa: E402
+from videolabel.train.loop import Trainer  # noqa: E402
 
 
 def machine() -> str:

@@ -95,6 +95,7 @@ def test_balanced_combination_matches_brute_force():
     lv = torch.log_softmax(4.0 * torch.randn(2, 6, 5, generator=g), -1)  # a sharp video tower
     la = torch.log_softmax(0.5 * torch.randn(2, 6, 5, generator=g), -1)
     has = torch.tensor([True, True, False, True, True, True])
+    before = (lv.clone(), la.clone(), has.clone())
     got = combine_modalities(lv, la, has, "both", balance=True)
     for h in range(2):
         sv, sa = _rms_centred(lv[h]), _rms_centred(la[h][has])  # audio spread over videos with audio only
@@ -102,7 +103,9 @@ def test_balanced_combination_matches_brute_force():
         want = (fv * lv[h] + fa * la[h]) / 2
         want[~has] = fv * lv[h][~has]
         assert torch.allclose(got[h], want.float(), atol=1e-5)
-    # inputs untouched, and balancing is what a sharp tower's plain mean ignores
+    # inputs untouched (balancing rescales copies), and balancing is what a sharp tower's plain mean ignores
+    for was, now in zip(before, (lv, la, has)):
+        assert torch.equal(was, now)
     assert not torch.allclose(combine_modalities(lv, la, has, "both"), got)
 
 

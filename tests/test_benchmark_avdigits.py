@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 from conftest import load_module
+from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "avdigits.py"
 TABLE_KEYS = ("5", "2", "3", "a2", "f2", "tq")

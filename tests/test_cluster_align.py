@@ -11,7 +11,6 @@ from torch import nn
 
 from videolabel.cluster.align import align_heads, alignment_cost, permute_linear_
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 

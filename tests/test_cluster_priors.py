@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior, zipf_prior
+from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior
 from videolabel.errors import VideolabelError
 
 
@@ -34,14 +33,6 @@ def test_gaussian_prior_is_seeded_normalised_and_has_the_asked_spread() -> None:
     assert (wide > 0).all() and abs(wide.sum().item() - 1.0) < 1e-12
     with pytest.raises(ValueError):
         gaussian_prior_masses(10, seed=1, generator=torch.Generator())
-
-
-def test_zipf_prior() -> None:
-    r = zipf_prior(5, s=1.0)
-    assert abs(r.sum().item() - 1.0) < 1e-12
-    assert (r[:-1] > r[1:]).all()
-    assert math.isclose((r[0] / r[1]).item(), 2.0)
-    torch.testing.assert_close(zipf_prior(4, s=0.0), uniform_prior(4))
 
 
 def test_load_prior_formats(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import make_set
+
 from videolabel.cli import main
 
 TINY = ["--preset", "tiny", "--clusters", "2", "--heads", "1", "--epochs", "1", "--workers", "0",
@@ -239,13 +239,13 @@ HOSTILE_NAMES = ["=cmd|' /C calc'!A0.mp4", "+1.mp4", "-2.mp4", "@SUM(A1).mp4", "
 
 
 def _assignments(tmp_path: Path, names: list[str]) -> Path:
-    from videolabel.assign import _write_parquet
+    from videolabel.assignments import write_assignments
 
     df = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(names))], "path": names,
                        "cluster": [i % 2 for i in range(len(names))], "confidence": 0.9, "margin": 0.5,
                        "cluster_h0": [i % 2 for i in range(len(names))], "prob_h0": 0.9})
     path = tmp_path / "a.parquet"
-    _write_parquet(df, path, {"method": "selavi", "num_clusters": 2, "num_heads": 1, "head": 0, "layout": "wide"})
+    write_assignments(df, path, {"method": "selavi", "num_clusters": 2, "num_heads": 1, "head": 0, "layout": "wide"})
     return path
 
 
@@ -351,7 +351,7 @@ def test_version(capsys) -> None:
 def test_default_loader_workers_fit_the_machine(tiny, tmp_path, capsys) -> None:
     import json
 
-    from videolabel.train.loop import default_loader_workers, usable_cpus
+    from videolabel.data.loader import default_loader_workers, usable_cpus
 
     _, cache, _ = tiny
     assert default_loader_workers() == max(0, min(4, usable_cpus() - 1))
@@ -365,12 +365,13 @@ def test_too_many_workers_warn_once(tiny, tmp_path, capfd, monkeypatch) -> None:
     loader per label pass and per epoch)."""
     import warnings
 
+    import videolabel.data.loader as loader
     import videolabel.train.loop as loop
     from videolabel.train.config import make_config
 
     _, cache, _ = tiny
-    monkeypatch.setattr(loop, "usable_cpus", lambda: 1)
-    monkeypatch.setattr(loop, "_warned_workers", False)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: 1)
+    monkeypatch.setattr(loader, "_warned_workers", False)
     cfg = make_config(None, dict(preset="tiny", num_clusters=2, num_heads=1, epochs=2, batch_size=2, workers=2,
                                  precise_bn_clips=0, label_bn="eval", n_solves=3, align=False, progress="none"))
     with warnings.catch_warnings(record=True) as seen:

@@ -12,7 +12,6 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import FFMPEG, make_video
 
 from videolabel.config import IngestConfig

@@ -60,11 +60,15 @@ def test_missing_src_is_a_one_line_error(tmp_path) -> None:
 
 
 def test_video_id_is_stable() -> None:
-    assert video_id_of("a/b c/vidéo.mp4") == video_id_of("a/b c/vidéo.mp4")
+    # pinned values: an id must never change across versions (a cache's and a run's ids depend on it)
+    assert video_id_of("a/x.mp4") == "41eec98879d3760c"
+    assert video_id_of("a/b c/vidéo.mp4") == "69c3e8363ea3ba26"  # UTF-8 bytes of the POSIX path
+    assert video_id_of("bad\udcff.mp4") == "cc0607d75e1560a2"  # an undecodable file name byte, kept as is
     assert len(video_id_of("x")) == 16 and video_id_of("x") != video_id_of("y")
     import hashlib
 
     assert video_id_of("a/x.mp4") == hashlib.sha1(b"a/x.mp4").hexdigest()[:16]
+    assert video_id_of("a/b c/vidéo.mp4") == hashlib.sha1("a/b c/vidéo.mp4".encode()).hexdigest()[:16]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])

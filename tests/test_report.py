@@ -18,6 +18,7 @@ import pytest
 
 from chromium import find_chromium
 from conftest import run_cli
+
 from videolabel.data.dataset import ShardDataset
 from videolabel.report import build_report
 from videolabel.report.media import media_stem
@@ -150,7 +151,7 @@ def test_site_structure_and_no_network(built):
         assert sum("outlier" in a["class"] for a in cards) == n - math.ceil(2 * n / 3)
         assert cp.count("img") == 3 * n  # thumbnail + frame strip + spectrogram per card
         assert cp.count("audio") == n  # every AV-Digits video has sound, every source is there
-        for t, a in cp.tags:
+        for _, a in cp.tags:
             ref = a.get("src") or a.get("href")
             if ref:
                 assert (out / ref.split("#")[0]).is_file(), ref

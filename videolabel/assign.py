@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -21,24 +21,30 @@ import torch
 import torch.nn.functional as F
 
 import videolabel
-from videolabel.cluster.combine import balance_factors
+from videolabel.assignments import LAYOUTS, write_assignments
+from videolabel.cluster.combine import modality_log_probs
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.loader import ListBatches, make_loader
 from videolabel.errors import VideolabelError, first_line
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.models import build_model
+from videolabel.models.selavi import SeLaVi
 from videolabel.train import dist as D
 from videolabel.train.checkpoint import (
-    ASSIGN_KEYS, file_sha1, find_checkpoint, load_checkpoint, load_weights, train_config_of,
+    ASSIGN_KEYS,
+    file_sha1,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    train_config_of,
 )
 from videolabel.train.config import TrainConfig
-from videolabel.train.loop import ListBatches, make_loader
 
 METHODS = ("selavi", "kmeans")
 #: per-head log-probabilities [H, n, K] in :func:`infer`'s result (the rest are per-video rows)
 LOG_PROB_KEYS = ("lv", "la", "lf")
 MODALITIES = ("both", "audio", "visual")
-LAYOUTS = ("wide", "long")
 
 
 @dataclass
@@ -111,7 +117,7 @@ class AssignSummary:
 class RunModel:
     """A trained (or freshly initialised) model with the settings it was trained under."""
 
-    model: torch.nn.Module
+    model: SeLaVi
     train_config: TrainConfig
     ingest_config: dict[str, Any]
     ingest_hash: str
@@ -132,7 +138,8 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
         model = build_model(cfg.preset, num_clusters=cfg.num_clusters, num_heads=cfg.num_heads,
                             fusion=cfg.modalities == "concat", head_layers=cfg.head_layers)
     except (KeyError, ValueError, RuntimeError, TypeError, VideolabelError) as exc:
-        raise VideolabelError(f"damaged checkpoint {ckpt}: no model fits its train_config ({first_line(exc)})") from None
+        raise VideolabelError(f"damaged checkpoint {ckpt}: no model fits its train_config "
+                              f"({first_line(exc)})") from None
     if not random_init:
         load_weights(model, state["model"], ckpt)
     model.to(device).eval()
@@ -184,7 +191,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
                                   opts.clips)
     n = len(videos)
     keys = ("lf", "fv", "fa") if model.fusion else ("lv", "la", "fv", "fa")
-    sums = {k: None for k in keys}
+    sums: dict[str, torch.Tensor | None] = {k: None for k in keys}
     counts = torch.zeros(n, device=device)
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
@@ -205,21 +212,22 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
         found = {k: (F.log_softmax(v.float(), dim=-1), 1) for k, v in logits.items()}
         found.update(fv=(fv.float(), 0), fa=(fa.float(), 0))
         for key, (val, dim) in found.items():
-            if sums[key] is None:
+            acc = sums[key]
+            if acc is None:
                 shape = list(val.shape)
                 shape[dim] = n
-                sums[key] = torch.zeros(shape, device=device)
-            sums[key].index_add_(dim, who, val)
+                acc = sums[key] = torch.zeros(shape, device=device)
+            acc.index_add_(dim, who, val)
         counts.index_add_(0, who, torch.ones(m, device=device))
     c = counts.clamp_min(1.0)
-    res = {k: sums[k] / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
+    res = {k: cast(torch.Tensor, sums[k]) / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
     res["clips"] = torch.tensor(len(clip_idx))
     return res
 
 
 def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str, *,
                        balance: bool = False) -> torch.Tensor:
-    """log P per eq. 6: mean of the modalities' log-probabilities, frames alone where there is no audio.
+    """Eq. 6 for [H, n, K] log-probabilities: the modalities' mean, frames alone where there is no audio.
 
     ``balance`` (the run's ``balance_modalities``): each head's two modalities are first rescaled to the
     same spread over the videos being labelled (:func:`~videolabel.cluster.combine.balance_scales`), as
@@ -228,14 +236,8 @@ def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tens
         return lv
     if modality == "audio":
         return la
-    if balance:
-        lv, la = lv.clone(), la.clone()
-        for h in range(lv.shape[0]):
-            fv, fa = balance_factors([lv[h], la[h]], [None, has_audio])
-            lv[h].mul_(fv)
-            la[h].mul_(fa)
-    w = has_audio.to(lv.dtype)[None, :, None]
-    return (lv + w * la) / (1.0 + w)
+    return torch.stack([modality_log_probs(lv[h], la[h], has_audio, "both", balance=balance)
+                        for h in range(lv.shape[0])])
 
 
 def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache: str | Path | None = None,
@@ -301,7 +303,7 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
         table, meta = _build_table(run, ds, full, opts, pick=pick if opts.method == "selavi" else None)
         if candidates:
             meta["run_choice"] = {"chosen": chosen, "candidates": candidates}
-        _write_parquet(table, out, meta)
+        write_assignments(table, out, meta)
         feat_path = _write_features(ds, full, opts) if opts.features else None
         secs = time.perf_counter() - t0
         clips = int(full["clips"])
@@ -342,7 +344,7 @@ def _check_run(run: RunModel, opts: AssignOptions, *, several: bool) -> None:
     if several and trained != "both":
         raise VideolabelError(f"choosing among several runs needs runs that trained both towers; {run.run_id} "
                               f"has modalities={trained}")
-    if opts.head != "auto" and not 0 <= opts.head < run.train_config.num_heads:
+    if isinstance(opts.head, int) and not 0 <= opts.head < run.train_config.num_heads:  # validate(): int or auto
         raise VideolabelError(f"--head must be auto or in 0..{run.train_config.num_heads - 1}")
 
 
@@ -410,7 +412,7 @@ def _build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor],
             agree = None
         else:
             av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
-            agree = np.where(has_audio.numpy(), av.numpy(), None)
+            agree = np.where(has_audio.numpy(), av.numpy(), cast(Any, None))  # None: no audio to agree with
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head,
                     head_choice="auto" if opts.head == "auto" else "fixed", head_av_nmi=scores)
@@ -455,13 +457,6 @@ def _pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Te
     if head != "auto":
         return int(head), scores
     return (choose_head(scores) if scores is not None else 0), scores
-
-
-def _write_parquet(df: pd.DataFrame, out: Path, meta: dict[str, Any]) -> None:
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    md = dict(table.schema.metadata or {})
-    md[b"videolabel"] = json.dumps(meta).encode()
-    write_user_file(lambda p: write_parquet_atomic(table.replace_schema_metadata(md), p), out)
 
 
 def _write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:

@@ -55,8 +55,10 @@ def fail(message: str, code: int = 2) -> None:
 def ingest(
     src: str = typer.Argument(..., help="Directory of source videos (searched recursively)."),
     out: str = typer.Option(..., "--out", "-o", help="Cache directory to create or complete."),
-    glob: str = typer.Option(None, "--glob", help="Only files matching PATTERN (relative path, or file name if no '/')."),
-    list_file: str = typer.Option(None, "--list", help="File listing the videos, one path a line (relative to SRC or absolute)."),
+    glob: str = typer.Option(None, "--glob", help="Only files matching PATTERN (relative path, or file name "
+                              "if no '/')."),
+    list_file: str = typer.Option(None, "--list", help="File listing the videos, one path a line "
+                                   "(relative to SRC or absolute)."),
     clips_per_video: int = typer.Option(3, "--clips-per-video", help="Clips per video, spread evenly over it."),
     frames: int = typer.Option(30, "--frames", help="Frames per clip."),
     fps: float = typer.Option(30.0, "--fps", help="Frame rate of the stored clips."),
@@ -70,7 +72,8 @@ def ingest(
     part: str = typer.Option("0/1", "--part", help="Ingest share i of n (i/n) of SRC, for several machines."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Wipe an existing cache first."),
     max_failures: int = typer.Option(None, "--max-failures", help="Exit with code 3 if more videos than this failed."),
-    ffmpeg: str = typer.Option(None, "--ffmpeg", help="ffmpeg executable (default: $VIDEOLABEL_FFMPEG, PATH, then imageio-ffmpeg)."),
+    ffmpeg: str = typer.Option(None, "--ffmpeg", help="ffmpeg executable (default: $VIDEOLABEL_FFMPEG, PATH, "
+                               "then imageio-ffmpeg)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds allowed for the ffmpeg calls of one video."),
     progress: str = typer.Option("auto", "--progress", help="auto (bar on a terminal), rich, log or none."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but the summary."),
@@ -110,8 +113,9 @@ def ingest(
             shard_size=shard_size, progress="none" if quiet else progress,
         )
     except TooManyFailuresError as exc:
-        if getattr(exc, "summary", None) is not None:
-            show(exc.summary)
+        partial = getattr(exc, "summary", None)
+        if partial is not None:
+            show(partial)
         raise
     show(summary)
 
@@ -128,7 +132,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process (default 16)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate per 16-clip batch (default 0.01)."),
     prior: Optional[str] = typer.Option(None, help="Cluster-size prior: uniform, gaussian or a file of K masses."),
-    modalities: Optional[str] = typer.Option(None, help="both (default), video, audio, or concat (one head set on both encoders' concatenated features: a baseline)."),
+    modalities: Optional[str] = typer.Option(None, help="both (default), video, audio, or concat (one head set on "
+                                             "both encoders' concatenated features: a baseline)."),
     workers: Optional[int] = typer.Option(None, help="Loader processes per training process (default: up to 4, "
                                           "one CPU fewer than this process may use)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
@@ -152,9 +157,9 @@ def train(
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     from videolabel.train.config import make_config, read_config_file
-    from videolabel.train.loop import EXIT_PREEMPTED
     from videolabel.train.loop import train as run_train
     from videolabel.train.progress import TrainProgress
+    from videolabel.train.signals import EXIT_PREEMPTED
 
     flags = {
         "preset": preset, "num_clusters": clusters, "num_heads": heads, "epochs": epochs,
@@ -171,7 +176,7 @@ def train(
     if resume and config is None and (out / "config.json").is_file():
         file_values = read_config_file(out / "config.json")
     if flags.get("workers") is None and (config is None or not file_values or file_values.get("workers") is None):
-        from videolabel.train.loop import default_loader_workers
+        from videolabel.data.loader import default_loader_workers
 
         flags["workers"] = default_loader_workers()  # fit this machine, not the one a resumed run began on
     cfg = make_config(file_values, flags)
@@ -209,7 +214,8 @@ def assign(
     method: str = typer.Option("selavi", help="selavi (the trained heads) or kmeans (on pooled encoder features)."),
     random_init: bool = typer.Option(False, "--random-init", help="k-means on a randomly initialised encoder."),
     k: Optional[int] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K)."),
-    pca: int = typer.Option(32, "--pca", help="k-means: PCA-whiten each modality's features to N dims first (0: L2 only)."),
+    pca: int = typer.Option(32, "--pca", help="k-means: PCA-whiten each modality's features to N dims "
+                             "first (0: L2 only)."),
     modality: str = typer.Option("both", help="both, audio or visual."),
     head: str = typer.Option("auto", help="Head that fills the top-level `cluster` column: an index, or auto "
                              "(the head whose frames-only and audio-only clusters agree most; head 0 where the run "
@@ -234,7 +240,7 @@ def assign(
         raise typer.Exit(launch(nproc, sys.argv[1:]))
     from videolabel.assign import AssignOptions
     from videolabel.assign import assign as run_assign
-    from videolabel.train.loop import default_loader_workers
+    from videolabel.data.loader import default_loader_workers
 
     if workers is None:
         workers = default_loader_workers()
@@ -318,10 +324,11 @@ def select(
     assignments: Path = typer.Argument(..., help="Assignment Parquet file written by `videolabel assign`."),
     per_cluster: int = typer.Option(..., "--per-cluster", help="Most representative videos per cluster."),
     uncertain: int = typer.Option(0, "--uncertain", help="Also the M most uncertain videos overall (lowest margin)."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV to write (path, video_id, cluster, confidence, reason, label)."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write (path, video_id, cluster, confidence, "
+                              "reason, label)."),
 ) -> None:
     """Pick the videos a human should label: the most confident per cluster, plus the most uncertain."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.propagate import select_for_labelling, write_selection
 
     sel = select_for_labelling(load_assignments(assignments).df, per_cluster, uncertain)
@@ -343,7 +350,7 @@ def propagate(
     json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Label every video from a few human labels: cluster majority, else nearest labelled neighbours."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.propagate import load_features, propagate_labels, read_seeds, write_labels
 
     a = load_assignments(assignments)
@@ -372,7 +379,7 @@ def export(
     fiftyone: Optional[str] = typer.Option(None, "--fiftyone", help="Also create a FiftyOne dataset NAME."),
 ) -> None:
     """Browse clusters: a folder per cluster of symlinks (or copies), a features CSV, FiftyOne."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.export import export_fiftyone, export_tree, write_features_csv
 
     if (features is None) != (features_csv is None):
@@ -386,7 +393,7 @@ def export(
     if out is not None:
         for line in export_tree(a.df, source_root, out, copy=copy, head=head).lines():
             typer.echo(line)
-    if features_csv is not None:
+    if features_csv is not None and features is not None:  # given together (checked above)
         from videolabel.propagate import load_features
 
         write_features_csv(a.df, load_features(features), features_csv, head=head)
@@ -396,14 +403,17 @@ def export(
 @app.command()
 def report(
     assignments: Path = typer.Argument(..., help="Assignment Parquet file written by `videolabel assign`."),
-    cache: Path = typer.Option(..., "--cache", help="Cache the assignments label (frames and spectrograms come from it)."),
+    cache: Path = typer.Option(..., "--cache", help="Cache the assignments label (frames and spectrograms "
+                              "come from it)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the static site (index.html) into."),
     gt: Optional[Path] = typer.Option(None, "--gt", help="labels.csv (path,label): majority label, purity, entropy."),
-    per_cluster: int = typer.Option(24, "--per-cluster", help="Videos shown per cluster page (2/3 exemplars, 1/3 outliers)."),
+    per_cluster: int = typer.Option(24, "--per-cluster", help="Videos shown per cluster page (2/3 exemplars, "
+                                     "1/3 outliers)."),
     head: Optional[int] = typer.Option(None, "--head", help="Use head N's clusters (default: the cluster column)."),
     source_root: Optional[Path] = typer.Option(None, "--source-root",
                                                help="Folder of the source videos: adds playable audio of each clip."),
-    ffmpeg: Optional[str] = typer.Option(None, "--ffmpeg", help="ffmpeg executable (for the audio; default: as ingest)."),
+    ffmpeg: Optional[str] = typer.Option(None, "--ffmpeg", help="ffmpeg executable (for the audio; "
+                                          "default: as ingest)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Features Parquet (`assign --features`): "
                                             "draws a map of the collection (2-D PCA, coloured by cluster)."),
     strip: int = typer.Option(6, "--strip", help="Thumbnails per cluster row of the index (its most confident)."),

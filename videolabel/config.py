@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, TypeVar
 
 from videolabel.errors import VideolabelError
@@ -81,7 +80,8 @@ class IngestConfig:
         hop = self.hop_ms * self.sample_rate / 1000.0
         win = self.win_ms * self.sample_rate / 1000.0
         if abs(hop - round(hop)) > 1e-6 or abs(win - round(win)) > 1e-6 or round(hop) < 1 or round(win) < 2:
-            problems.append(f"hop ({self.hop_ms} ms) and window ({self.win_ms} ms) must be whole numbers of samples at {self.sample_rate} Hz")
+            problems.append(f"hop ({self.hop_ms} ms) and window ({self.win_ms} ms) must be whole numbers of samples "
+                            f"at {self.sample_rate} Hz")
         elif self.n_fft < round(win):
             problems.append(f"n_fft {self.n_fft} is shorter than the window ({round(win)} samples)")
         if not problems and self.n_fft >= 2:
@@ -128,11 +128,3 @@ def from_dict(cls: type[T], data: dict[str, Any], *, origin: str = "config") -> 
     except TypeError as exc:  # pragma: no cover - defensive
         raise VideolabelError(f"{origin}: {exc}") from None
 
-
-def load_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise VideolabelError(f"missing file: {path}") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise VideolabelError(f"{path} is not valid JSON: {type(exc).__name__}: {exc}") from None

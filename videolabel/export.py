@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from videolabel.assignments import head_columns
 from videolabel.errors import VideolabelError, first_line
-from videolabel.evaluate import head_columns
 from videolabel.fsutil import csv_text, write_user_file
 from videolabel.groundtruth import source_file
 

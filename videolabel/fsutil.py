@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO, Callable
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a directory so that a rename into it survives a crash (no-op where unsupported)."""
+    """Flush a directory (``fsync``) so that a rename into it survives a crash (no-op where unsupported)."""
     try:
         fd = os.open(Path(path), os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -45,8 +46,12 @@ def tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(3)}.tmp")
 
 
-def _replace_atomic(write, final: Path) -> None:
-    """``write(tmp)`` to a temporary file beside ``final``, fsync it, rename it over ``final``."""
+def replace_atomic(write: Callable[[Path], object], final: Path) -> None:
+    """``write(tmp)`` to a temporary file beside ``final``, fsync it, rename it over ``final``.
+
+    On any error (or interruption) the temporary file is removed and the error re-raised; ``final`` is
+    then untouched. :func:`write_bytes_atomic`, :func:`write_parquet_atomic` and checkpoints go through it.
+    """
     tmp = tmp_path(final)
     try:
         write(tmp)
@@ -60,7 +65,7 @@ def _replace_atomic(write, final: Path) -> None:
 
 def write_bytes_atomic(data: bytes, final: Path) -> None:
     """Write ``data`` to ``final`` atomically: temporary file, fsync, rename."""
-    _replace_atomic(lambda tmp: tmp.write_bytes(data), final)
+    replace_atomic(lambda tmp: tmp.write_bytes(data), final)
 
 
 def write_parquet_atomic(table, final: Path) -> None:
@@ -70,7 +75,7 @@ def write_parquet_atomic(table, final: Path) -> None:
 
     if not isinstance(table, pa.Table):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    _replace_atomic(lambda tmp: pq.write_table(table, tmp), final)
+    replace_atomic(lambda tmp: pq.write_table(table, tmp), final)
 
 
 def write_user_file(write, path: str | os.PathLike[str]) -> Path:
@@ -94,7 +99,7 @@ class FolderLock:
     def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
         self.path = Path(folder) / ".lock"
         self.what = what
-        self._fh = None
+        self._fh: IO[str] | None = None
 
     def acquire(self) -> "FolderLock":
         """Take the lock or raise a one-line :class:`~videolabel.errors.VideolabelError` naming the holder."""

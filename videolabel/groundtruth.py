@@ -43,7 +43,8 @@ def read_ground_truth(path: str | Path, *, key: str = "path", label: str = "labe
     df[key] = df[key].map(norm_path) if key == "path" else df[key]
     dup = df[key].duplicated()
     if dup.any():
-        raise VideolabelError(f"ground-truth file {p} has {int(dup.sum())} duplicate {key}(s), e.g. {df[key][dup].iloc[0]}")
+        raise VideolabelError(f"ground-truth file {p} has {int(dup.sum())} duplicate {key}(s), "
+                              f"e.g. {df[key][dup].iloc[0]}")
     return df
 
 
@@ -69,8 +70,8 @@ def norm_path(path: object) -> str:
 
 
 def source_file(root: str | Path, rel: object) -> Path:
-    """The file of a video path under ``root``: the path as it is (on POSIX a backslash is a character of
-    a file name, not a separator); only when no such file exists, the path with ``\\`` read as ``/``."""
+    r"""The file of a video path under ``root``: the path as it is (on POSIX a backslash is a character of
+    a file name, not a separator); only when no such file exists, the path with ``\`` read as ``/``."""
     rel = str(rel).removeprefix("./")
     path = Path(root) / rel
     if "\\" in rel and not path.exists():

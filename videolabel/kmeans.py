@@ -49,7 +49,7 @@ class KMeansResult:
 
 def _import_faiss():
     try:
-        import faiss  # type: ignore[import-not-found]
+        import faiss
     except ImportError as exc:
         raise VideolabelError(
             f"k-means needs faiss, which is not importable ({exc}): install videolabel[cpu] or videolabel[gpu]"
@@ -101,9 +101,10 @@ def kmeans(
     ``nredo`` runs are made from different seeded initialisations and the one with the lowest
     objective is kept. ``init="k-means++"`` (default) seeds each run with k-means++ (D^2 sampling,
     on at most 256 points per centroid) and lets faiss iterate; ``init="random"`` is faiss's own
-    initialisation (k random points), which often merges well-separated clusters for small k. ``gpu=None`` uses the GPU(s) when faiss sees any, ``False`` forces the CPU,
-    ``True`` requires a GPU (error when faiss has none). Deterministic for a given ``seed`` on the
-    CPU. ``spherical`` L2-normalises the points and the centroids (cosine k-means).
+    initialisation (k random points), which often merges well-separated clusters for small k.
+    ``gpu=None`` uses the GPU(s) when faiss sees any, ``False`` forces the CPU, ``True`` requires a GPU
+    (error when faiss has none). Deterministic for a given ``seed`` on the CPU. ``spherical``
+    L2-normalises the points and the centroids (cosine k-means).
     """
     faiss = _import_faiss()
     x = _as_matrix(features)

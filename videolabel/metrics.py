@@ -186,7 +186,7 @@ def _expected_mutual_info(a: np.ndarray, b: np.ndarray, n: int) -> float:
     length = np.maximum(hi - lo + 1, 0)
     keep = length > 0
     ai, bj, lo, length = ai[keep], bj[keep], lo[keep], length[keep]
-    const = log_fact(ai) + log_fact(bj) + log_fact(n - ai) + log_fact(n - bj) - log_fact(np.int64(n))
+    const = log_fact(ai) + log_fact(bj) + log_fact(n - ai) + log_fact(n - bj) - log_fact(np.asarray(n, dtype=np.int64))
     log_ab = np.log(ai.astype(np.float64)) + np.log(bj.astype(np.float64))
     log_n = math.log(n)
 

@@ -77,7 +77,8 @@ def _id_column(df: pd.DataFrame) -> str:
         return "video_id"
     if "path" in df.columns:
         return "path"
-    raise VideolabelError(f"assignments lack an id column: need video_id or path (has: {', '.join(map(str, df.columns))})")
+    raise VideolabelError("assignments lack an id column: need video_id or path "
+                          f"(has: {', '.join(map(str, df.columns))})")
 
 
 # --- select --------------------------------------------------------------------------------------
@@ -141,7 +142,8 @@ def read_seeds(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # noqa: BLE001 - any parse failure is a user-facing error
         raise VideolabelError(f"cannot read seeds {p}: {first_line(exc)}") from None
     if "label" not in df.columns or not ({"path", "video_id"} & set(df.columns)):
-        raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label (has: {', '.join(df.columns)})")
+        raise VideolabelError(f"seeds file {p} needs columns path,label or video_id,label "
+                              f"(has: {', '.join(df.columns)})")
     for col in ("path", "video_id", "label"):  # cells escaped by `select` (csv_text)
         if col in df.columns:
             df[col] = df[col].map(csv_untext)
@@ -437,7 +439,7 @@ def budget_table(rows: Sequence[dict], title: str | None = None):
 def simulate_budget_paths(paths: Sequence[str | Path], gt_path: str | Path, budgets: str | Sequence[int], *,
                           key: str = "path", gt_key: str | None = None, gt_label: str = "label") -> list[list[dict]]:
     """:func:`simulate_budget` for assignment files against a ground-truth file (no features)."""
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.groundtruth import join_ground_truth, read_ground_truth
 
     bs = parse_budgets(budgets) if isinstance(budgets, str) else [int(b) for b in budgets]

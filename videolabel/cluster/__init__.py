@@ -16,7 +16,6 @@ from videolabel.cluster.priors import (
     load_prior,
     match_prior,
     uniform_prior,
-    zipf_prior,
 )
 from videolabel.cluster.schedule import clustering_schedule, solves_before
 from videolabel.cluster.sinkhorn import SinkhornResult, sinkhorn, sinkhorn_multihead
@@ -36,5 +35,4 @@ __all__ = [
     "sinkhorn_multihead",
     "solves_before",
     "uniform_prior",
-    "zipf_prior",
 ]

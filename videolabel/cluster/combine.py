@@ -15,12 +15,12 @@ invariant to per-row shifts, so no renormalisation is needed for labelling.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["balance_factors", "balance_scales", "centred_sum_of_squares", "combine_log_probs"]
+__all__ = ["balance_factors", "balance_scales", "centred_sum_of_squares", "combine_log_probs", "modality_log_probs"]
 
 
 def combine_log_probs(
@@ -152,3 +152,47 @@ def balance_factors(log_ps: Sequence[Tensor], present: Sequence[Tensor | None],
         all_reduce(sums)
     spreads = [math.sqrt(s / c) if c > 0 else 0.0 for s, c in sums.tolist()]
     return balance_scales(spreads)
+
+
+def modality_log_probs(
+    lv: Tensor | None,
+    la: Tensor | None,
+    has_audio: Tensor,
+    use: Literal["both", "video", "audio"] = "both",
+    *,
+    balance: bool = False,
+    all_reduce: Callable[[Tensor], Any] | None = None,
+) -> Tensor:
+    """One head's log P over the modalities in ``use``: eq. 6, the one combination training and labelling share.
+
+    ``"both"``: the mean of the video and audio log-probabilities, the video's alone for a sample
+    without audio (:func:`combine_log_probs`), after rescaling both to the same spread when ``balance``
+    (:func:`balance_factors`, option ``balance_modalities``; ``all_reduce`` sums the spreads across
+    processes). ``"video"`` / ``"audio"``: that modality's log-probabilities, unchanged (the same tensor).
+
+    Args:
+        lv: [N, K] video log-probabilities (may be None when ``use="audio"``).
+        la: [N, K] audio log-probabilities (may be None when ``use="video"``).
+        has_audio: boolean [N]: which samples have audio.
+        use: the modalities to combine.
+        balance: rescale the two modalities to the same spread first.
+        all_reduce: optional in-place sum across processes, for ``balance``.
+
+    Returns:
+        [N, K] log-probabilities (not renormalised).
+    """
+    if use == "video" or use == "audio":
+        out = lv if use == "video" else la
+        if out is None:
+            raise ValueError(f"modality_log_probs(use={use!r}) needs the {use} log-probabilities")
+        return out
+    if use != "both":
+        raise ValueError(f"use must be both, video or audio, not {use!r}")
+    if lv is None or la is None:
+        raise ValueError("modality_log_probs(use='both') needs both modalities' log-probabilities")
+    present: list[Tensor | None] = [torch.ones_like(has_audio, dtype=torch.bool), has_audio.to(torch.bool)]
+    pair = [lv, la]
+    if balance:
+        factors = balance_factors(pair, present, all_reduce)
+        pair = [lp * f for lp, f in zip(pair, factors)]
+    return combine_log_probs(pair, present)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["uniform_prior", "gaussian_prior_masses", "zipf_prior", "load_prior", "match_prior"]
+__all__ = ["uniform_prior", "gaussian_prior_masses", "load_prior", "match_prior"]
 
 _MIN_MASS = 1e-6  # Gaussian draws are clipped to at least this (before normalisation)
 
@@ -49,7 +49,8 @@ def gaussian_prior_masses(
     Args:
         k: number of clusters.
         sigma: standard deviation of the masses around 1 (the paper uses 0.1).
-        generator: a seeded ``torch.Generator``; or ``seed`` to make one; neither: torch's global RNG.
+        generator: a seeded ``torch.Generator`` (neither it nor ``seed``: torch's global RNG).
+        seed: the seed of a fresh generator, instead of ``generator``.
     """
     k = _check_k(k)
     if sigma < 0:
@@ -60,15 +61,6 @@ def gaussian_prior_masses(
         generator = torch.Generator().manual_seed(int(seed))
     m = torch.randn(k, dtype=torch.float64, generator=generator).mul_(sigma).add_(1.0)
     m.clamp_(min=_MIN_MASS)
-    return m / m.sum()
-
-
-def zipf_prior(k: int, s: float = 1.0) -> Tensor:
-    """A long-tailed (Zipf) marginal: r_j proportional to 1 / j^s for j = 1..K, normalised (s = 0 is uniform)."""
-    k = _check_k(k)
-    if s < 0:
-        raise ValueError(f"the Zipf exponent must be non-negative, got {s}")
-    m = torch.arange(1, k + 1, dtype=torch.float64).pow_(-float(s))
     return m / m.sum()
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -71,7 +71,7 @@ def sinkhorn(
     tol: float = 1e-6,
     max_iters: int = 1000,
     return_plan: bool = False,
-    group: object | None = None,
+    group: Any | None = None,
     distributed: bool | None = None,
     check_every: int = 5,
 ) -> SinkhornResult:
@@ -111,7 +111,7 @@ def sinkhorn_multihead(
     tol: float = 1e-6,
     max_iters: int = 1000,
     return_plan: bool = False,
-    group: object | None = None,
+    group: Any | None = None,
     distributed: bool | None = None,
     check_every: int = 5,
     heads_per_batch: int | None = None,
@@ -124,11 +124,19 @@ def sinkhorn_multihead(
             are batched together; different K are solved in separate batches).
         rs: None (uniform for every head), one [K] tensor shared by all heads, a [H, K] tensor, or a
             list of H tensors/None.
+        lam: as :func:`sinkhorn`.
+        tol: as :func:`sinkhorn`; heads of a batch iterate until all of them meet it (extra iterations
+            only tighten the others); ``iterations`` is the batch's count.
+        max_iters: as :func:`sinkhorn`.
+        return_plan: as :func:`sinkhorn`.
+        group: as :func:`sinkhorn`.
+        distributed: as :func:`sinkhorn`.
+        check_every: as :func:`sinkhorn`.
         heads_per_batch: heads solved together; default: as many as fit in ``max_batch_bytes`` of
-            float64 kernel (default: 40% of free GPU memory on CUDA, 2 GiB on CPU), at least one.
-            In distributed mode the batch size is made equal on all ranks (one scalar all-reduce).
-        Other arguments: as :func:`sinkhorn`. Heads of a batch iterate until all of them meet ``tol``
-            (extra iterations only tighten the others); ``iterations`` is the batch's count.
+            float64 kernel, at least one. In distributed mode the batch size is made equal on all
+            ranks (one scalar all-reduce).
+        max_batch_bytes: the kernel memory of one batch (default: 40% of free GPU memory on CUDA,
+            2 GiB on CPU).
 
     Returns:
         One :class:`SinkhornResult` per head, in order.
@@ -176,8 +184,8 @@ def sinkhorn_multihead(
             chunk = idx[s:s + heads_per_batch]
             r_chunk = None
             if any(r_list[i] is not None for i in chunk):
-                r_chunk = torch.stack([_uniform(k, device) if r_list[i] is None
-                                       else r_list[i].reshape(-1).to(device=device, dtype=torch.float64)
+                r_chunk = torch.stack([_uniform(k, device) if (ri := r_list[i]) is None
+                                       else ri.reshape(-1).to(device=device, dtype=torch.float64)
                                        for i in chunk])
             out = _solve([heads[i] for i in chunk], n, k, r_chunk, lam=lam, tol=tol, max_iters=max_iters,
                          return_plan=return_plan, group=grp, check_every=check_every, device=device)
@@ -189,7 +197,7 @@ def sinkhorn_multihead(
 # --------------------------------------------------------------------------------------------------
 
 
-def _resolve_group(group: object | None, distributed: bool | None) -> object:
+def _resolve_group(group: Any | None, distributed: bool | None) -> Any:
     """The process group to reduce over, or ``_LOCAL`` for a single-process solve."""
     if distributed is False:
         return _LOCAL
@@ -203,7 +211,7 @@ def _resolve_group(group: object | None, distributed: bool | None) -> object:
     return grp
 
 
-def _all_reduce(t: Tensor, op: object, group: object) -> Tensor:
+def _all_reduce(t: Tensor, op: Any, group: Any) -> Tensor:
     """All-reduce ``t`` in place over ``group`` (no-op for a local solve)."""
     if group is not _LOCAL:
         dist.all_reduce(t, op=op, group=group)
@@ -236,7 +244,7 @@ def _fill_kernel(out: Tensor, heads: Sequence[Tensor], lam: float, alpha: Tensor
     for h, lp in enumerate(heads):
         out[h].copy_(lp)
     out.mul_(lam).add_(alpha.unsqueeze(2)).add_(beta.unsqueeze(1)).exp_()
-    torch.nn.functional.threshold_(out, _FLUSH, 0.0)
+    torch.threshold_(out, _FLUSH, 0.0)
     return out
 
 
@@ -250,7 +258,7 @@ def _solve(
     tol: float,
     max_iters: int,
     return_plan: bool,
-    group: object,
+    group: Any,
     check_every: int,
     device: torch.device,
 ) -> list[SinkhornResult]:
@@ -307,7 +315,7 @@ def _solve(
     kern.sub_(col_max.unsqueeze(1))
     row_max = kern.amax(2) if k > 0 else torch.zeros((b_heads, n_local), dtype=f64, device=device)
     kern.sub_(row_max.unsqueeze(2)).exp_()
-    torch.nn.functional.threshold_(kern, _FLUSH, 0.0)
+    torch.threshold_(kern, _FLUSH, 0.0)
     alpha = -row_max  # kern = exp(lam * log_p + alpha + beta)
     beta = -col_max
 

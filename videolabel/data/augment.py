@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +68,9 @@ def _rand(n: int | tuple[int, ...], generator: "Randomness", device: torch.devic
             raise ValueError(f"{len(generator)} generators for {shape[0]} samples")
         rows = [torch.rand(shape[1:], generator=g, device=g.device, dtype=torch.float64).cpu() for g in generator]
         return torch.stack(rows).to(device) if rows else torch.empty(shape, dtype=torch.float64, device=device)
-    src = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(shape, generator=generator, device=src, dtype=torch.float64).to(device)
+    gen = cast("torch.Generator | None", generator)  # not a list or tuple of generators
+    src = gen.device if gen is not None else torch.device("cpu")
+    return torch.rand(shape, generator=gen, device=src, dtype=torch.float64).to(device)
 
 
 def temporal_indices(
@@ -141,7 +143,7 @@ class VideoAugment:
         dev = video.device
         Tn, crop = p.video_frames, p.video_crop
         # all random numbers first, in a fixed order: [time offset, scale, x, y, flip]
-        u = _rand((B, 5), generator, dev) if self.train else None
+        u = cast(torch.Tensor, _rand((B, 5), generator, dev) if self.train else None)  # read only when training
 
         # 1. spatial: one square box per clip, in stored pixel coordinates
         short = float(min(H, W))

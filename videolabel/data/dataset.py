@@ -182,4 +182,5 @@ class ShardDataset(torch.utils.data.Dataset):
         return self.__getitems__(list(range(first, first + n)))
 
     def __repr__(self) -> str:
-        return f"ShardDataset({str(self.cache_dir)!r}: {len(self.videos)} videos, {len(self)} clips, {len(self.shard_names)} shards)"
+        return (f"ShardDataset({str(self.cache_dir)!r}: {len(self.videos)} videos, {len(self)} clips, "
+                f"{len(self.shard_names)} shards)")

@@ -1,6 +1,6 @@
 """Encoders, clustering heads, the two-tower SeLaVi module and presets (method.md "Model")."""
 
-from videolabel.models.audio import ResNet9AudioEncoder, SpecCNNEncoder, TinyAudioEncoder, resnet9_audio_encoder
+from videolabel.models.audio import ResNet9AudioEncoder, SpecCNNEncoder, TinyAudioEncoder
 from videolabel.models.heads import ClusterHead, make_heads
 from videolabel.models.presets import (
     PRESETS,
@@ -12,7 +12,7 @@ from videolabel.models.presets import (
     get_preset,
 )
 from videolabel.models.selavi import SeLaVi
-from videolabel.models.video import FrameCNNEncoder, R2Plus1D18Encoder, TinyVideoEncoder, r2plus1d_18_encoder
+from videolabel.models.video import FrameCNNEncoder, R2Plus1D18Encoder, TinyVideoEncoder
 
 __all__ = [
     "PRESETS",
@@ -31,6 +31,4 @@ __all__ = [
     "describe",
     "get_preset",
     "make_heads",
-    "r2plus1d_18_encoder",
-    "resnet9_audio_encoder",
 ]

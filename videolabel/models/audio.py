@@ -45,10 +45,6 @@ class ResNet9AudioEncoder(nn.Module):
         return torch.flatten(self.pool(x), 1)
 
 
-def resnet9_audio_encoder() -> ResNet9AudioEncoder:
-    return ResNet9AudioEncoder()
-
-
 class TinyAudioEncoder(nn.Module):
     """conv2d-BN-ReLU blocks (stride 2 except the last), global average pool:
     ``[B,1,F,T] -> [B, widths[-1]]``. With the ``tiny`` preset input (64 x 100) the last map is 8 x 13.

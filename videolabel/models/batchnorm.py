@@ -39,6 +39,13 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
+def _stats(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(running_mean, running_var)`` of a layer of :func:`batchnorm_layers` (which keeps them)."""
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None  # track_running_stats: batchnorm_layers' filter
+    return mean, var
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any]) -> int:
     """Replace the running statistics of every BatchNorm layer of ``model`` by precise ones.
@@ -53,7 +60,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Cal
         return 0
     flags = {m: m.training for m in model.modules()}
     saved_momentum = {bn: bn.momentum for bn in layers}
-    dev = layers[0].running_mean.device
+    dev = _stats(layers[0])[0].device
     # per layer: [sum of x, sum of x^2, element count], float64
     acc = {bn: torch.zeros(2 * bn.num_features + 1, dtype=torch.float64, device=dev) for bn in layers}
     hooks = []
@@ -111,6 +118,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Cal
             continue
         mean = a[:C] / n
         var = (a[C : 2 * C] / n - mean**2).clamp_min(0.0) * (n / (n - 1.0))  # unbiased, as BatchNorm keeps
-        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        running_mean, running_var = _stats(bn)
+        running_mean.copy_(mean.to(running_mean.dtype))
+        running_var.copy_(var.to(running_var.dtype))
     return count

@@ -10,6 +10,8 @@ paper's Table 3(b) baseline ("feature concatenation followed by a single cluster
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -54,7 +56,7 @@ class SeLaVi(nn.Module):
         self.num_clusters = int(num_clusters)
         self.feat_dim_v = int(feat_dim_v)
         self.feat_dim_a = int(feat_dim_a)
-        self.preset = None  # set by presets.build_model (a Preset; plain attribute, not in state_dict)
+        self.preset: Any = None  # set by presets.build_model (a Preset; plain attribute, not in state_dict)
         self.video_heads = make_heads(self.num_heads, self.feat_dim_v, self.num_clusters, head_layers)
         self.audio_heads = make_heads(self.num_heads, self.feat_dim_a, self.num_clusters, head_layers)
         self.fusion = bool(fusion)
@@ -87,7 +89,9 @@ class SeLaVi(nn.Module):
 
     def last_linear(self, modality: str, h: int) -> nn.Linear:
         """The last ``nn.Linear`` (``K x d``) of head ``h`` of ``modality``."""
-        return self.heads(modality)[h].fc2
+        fc2 = self.heads(modality)[h].fc2
+        assert isinstance(fc2, nn.Linear)
+        return fc2
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, video: torch.Tensor | None = None, audio: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Visual encoders: clip ``[B, 3, T, H, W]`` (float, normalised) -> feature ``[B, D]``.
 
-* :func:`r2plus1d_18_encoder` - the paper's R(2+1)D-18 (torchvision, random init, fc removed,
+* :class:`R2Plus1D18Encoder` - the paper's R(2+1)D-18 (torchvision, random init, fc removed,
   global average pool -> 512-d; method.md "Model").
 * :class:`TinyVideoEncoder` - a small 3D conv net for CPU runs and tests (``tiny`` preset).
 
@@ -39,12 +39,8 @@ class R2Plus1D18Encoder(nn.Module):
         return torch.flatten(self.pool(x), 1)
 
 
-def r2plus1d_18_encoder() -> R2Plus1D18Encoder:
-    return R2Plus1D18Encoder()
-
-
 def _conv3d_bn_relu(cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
-    pad = tuple(k // 2 for k in kernel)
+    pad = (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
     return nn.Sequential(
         nn.Conv3d(cin, cout, kernel, stride=stride, padding=pad, bias=False),
         nn.BatchNorm3d(cout),

@@ -241,8 +241,8 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
 
     ``features``: the Parquet written by ``videolabel assign --features`` (draws the map);
     ``strip``: thumbnails per cluster row of the index (its most confident videos)."""
+    from videolabel.assignments import load_assignments
     from videolabel.data.dataset import ShardDataset
-    from videolabel.evaluate import load_assignments
     from videolabel.ingest.shards import CLIPS_SUFFIX, SHARDS
 
     if per_cluster < 1:

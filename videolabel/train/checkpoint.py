@@ -9,7 +9,6 @@ model needs to be reused (preprocessing travels with the model, method.md).
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,19 @@ from typing import Any
 import torch
 
 from videolabel.errors import VideolabelError, first_line
-from videolabel.fsutil import fsync_dir
+from videolabel.fsutil import fsync_dir, replace_atomic
 
 LAST = "checkpoint-last.pt"
 FINAL = "model-final.pt"
+#: the layout version a checkpoint's ``format`` records; a checkpoint of a later one is refused
+CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically (tmp file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (:func:`~videolabel.fsutil.replace_atomic`: tmp file, fsync,
+    rename; the tmp file is removed on error), then fsync the folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_atomic(lambda tmp: torch.save(state, tmp), path)
     fsync_dir(path.parent)
     return path
 
@@ -60,7 +57,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     except pickle.UnpicklingError as exc:  # never repeat torch's advice to load with weights_only=False
         what = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), "")
         if not what:  # not a pickle of objects at all: a damaged or foreign file
-            raise VideolabelError(f"cannot read checkpoint {path}: not a checkpoint file (damaged or foreign)") from None
+            raise VideolabelError(f"cannot read checkpoint {path}: not a checkpoint file "
+                                  "(damaged or foreign)") from None
         raise VideolabelError(f"refused checkpoint {path}: it holds objects other than tensors and plain "
                               f"values, which only code could rebuild ({what.rstrip('.')}); videolabel reads "
                               "only the checkpoints `videolabel train` writes") from None
@@ -76,6 +74,10 @@ def check_state(state: Any, path: str | Path, need: dict[str, type]) -> None:
     if not isinstance(state, dict):
         raise VideolabelError(f"{path} is not a videolabel checkpoint (it holds a {type(state).__name__}, "
                               "not a dict)")
+    fmt = state.get("format", CHECKPOINT_FORMAT)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt > CHECKPOINT_FORMAT:
+        raise VideolabelError(f"{path} has checkpoint format {fmt!r}; this videolabel reads format "
+                              f"{CHECKPOINT_FORMAT} and older: use a newer videolabel")
     for key, kind in need.items():
         if key not in state:
             raise VideolabelError(f"{path} is not a complete videolabel checkpoint: no {key!r}")
@@ -116,19 +118,19 @@ def train_config_of(state: dict[str, Any], path: str | Path) -> Any:
     return from_dict(TrainConfig, state["train_config"], origin=f"damaged checkpoint {path}: train_config")
 
 
-def find_checkpoint(run_dir: str | Path, prefer_final: bool = True) -> Path:
+def find_checkpoint(run_dir: str | Path) -> Path:
     """The final model of a run if it finished, else its last checkpoint."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise VideolabelError(f"run folder not found: {run_dir}")
-    order = (FINAL, LAST) if prefer_final else (LAST, FINAL)
-    for name in order:
+    for name in (FINAL, LAST):
         if (run_dir / name).is_file():
             return run_dir / name
     raise VideolabelError(f"no checkpoint in {run_dir} (expected {FINAL} or {LAST})")
 
 
 def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The sha1 of a file's bytes (hex), read in chunks."""
     h = hashlib.sha1()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

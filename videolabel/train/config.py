@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from videolabel.errors import VideolabelError, first_line
+from videolabel.train.progress import PROGRESS_MODES
 
 PRIORS = ("uniform", "gaussian")
 #: "both": SeLaVi; "video" / "audio": SeLa on one modality; "concat": one head set on the concatenated
@@ -93,6 +94,9 @@ class TrainConfig:
             if not ok:
                 raise VideolabelError(f"bad train config: {msg}")
 
+        from videolabel.models.presets import PRESETS  # local: the config stays light (no torch) until checked
+
+        need(self.preset in PRESETS, f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
         need(self.num_clusters >= 2, "num_clusters must be >= 2")
         need(self.num_heads >= 1, "num_heads must be >= 1")
         need(self.head_layers in (1, 2), "head_layers must be 1 or 2")
@@ -123,7 +127,7 @@ class TrainConfig:
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
         need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
         need(self.log_every >= 1, "log_every must be >= 1")
-        need(self.progress in ("auto", "rich", "log", "none"), "progress must be auto, rich, log or none")
+        need(self.progress in PROGRESS_MODES, f"progress must be one of {', '.join(PROGRESS_MODES)}")
         return self
 
 

@@ -8,76 +8,55 @@ exactly what an uninterrupted one would have done.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import signal
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
 
 import videolabel
 from videolabel.cluster.align import align_heads, permute_linear_
-from videolabel.cluster.combine import balance_factors, combine_log_probs
-from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior
+from videolabel.cluster.priors import gaussian_prior_masses, load_prior, uniform_prior
 from videolabel.cluster.schedule import clustering_schedule
-from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.loader import ListBatches, StepBatches, default_loader_workers, make_loader, pick_clip
 from videolabel.errors import VideolabelError, first_line
-from videolabel.fsutil import FolderLock, write_parquet_atomic
 from videolabel.metrics import nmi
 from videolabel.models import build_model
 from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.presets import PRESETS
+from videolabel.seeds import ALIGN, BN, LABEL, PRIOR, SPLIT, STEP, generator, seed_for
 from videolabel.train import dist as D
-from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint, load_weights, save_checkpoint
-from videolabel.train.config import TrainConfig, diff_configs
+from videolabel.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    FINAL,
+    LAST,
+    RESUME_KEYS,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
+from videolabel.train.config import TrainConfig
+from videolabel.train.distill import distill_heads, kmeans_labels
+from videolabel.train.objective import cluster_size_entropy, cluster_sizes, clusters_used, selavi_loss
+from videolabel.train.rundir import RunFolder, check_resumable, hash_ids, run_info
+from videolabel.train.schedule import learning_rate, scaled_lr
+from videolabel.train.signals import EXIT_PREEMPTED, StopFlag
+from videolabel.train.solve import label_log_probs, modality_agreement_metrics, solve_head
 
-CHECKPOINT_FORMAT = 1
+__all__ = ["ALIGN_MAX_VIDEOS", "EXIT_PREEMPTED", "TrainSummary", "Trainer", "check_clusters",
+           "default_loader_workers", "train"]
+
 #: Videos used for the modality alignment before training (a random sample; eq. 7 is a sum over them).
 ALIGN_MAX_VIDEOS = 8192
-#: Exit code of ``videolabel train`` when it stopped at a signal after writing a checkpoint.
-EXIT_PREEMPTED = 75
-
-
-def seed_for(seed: int, *parts: int) -> int:
-    """A 63-bit seed derived from the run seed and a tuple of integers (what, when): FNV-1a style."""
-    h = 1469598103934665603
-    for v in (seed, *parts):
-        h = ((h ^ (int(v) & 0xFFFFFFFFFFFF)) * 1099511628211) % (1 << 64)
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-# what-tags for seed_for
-_EPOCH, _STEP, _LABEL, _SPLIT, _ALIGN, _PRIOR, _BN, _DISTILL = 1, 2, 3, 4, 5, 6, 7, 8
-
-
-def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """The learning rate at ``step``: linear warm-up to ``base_lr`` over ``warmup_steps``, then constant or
-    (``schedule="cosine"``) cosine decay to 0 at ``total_steps``."""
-    if warmup_steps and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if schedule == "cosine":
-        span = max(1, total_steps - warmup_steps)
-        return 0.5 * base_lr * (1 + math.cos(math.pi * (step - warmup_steps) / span))
-    return base_lr
-
-
-def _gen(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
 
 
 @dataclass
@@ -99,170 +78,6 @@ class TrainSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def pick_clip(first_clip: np.ndarray, n_clips: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """One clip index per video from uniforms ``u`` in [0, 1): clip floor(u * n_clips) of each video."""
-    return first_clip + np.minimum((u * n_clips).astype(np.int64), n_clips - 1)
-
-
-class StepBatches(Sampler[list[int]]):
-    """Batches of clip indices for global steps ``start .. total - 1`` on one rank.
-
-    Epoch e visits every video once in an order drawn from (seed, e), with one clip per video drawn
-    from the same generator (clips are augmentations); the order is padded by wrapping to a multiple
-    of the global batch, and rank r takes its slice of each global batch.
-    """
-
-    def __init__(self, first_clip: np.ndarray, n_clips: np.ndarray, batch: int, world: int, rank: int,
-                 seed: int, start: int, total: int) -> None:
-        self.first_clip, self.n_clips = first_clip, n_clips
-        self.batch, self.world, self.rank = batch, world, rank
-        self.seed, self.start, self.total = seed, start, total
-        self.n = len(first_clip)
-        self.steps_per_epoch = max(1, math.ceil(self.n / (batch * world)))
-
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        g = _gen(seed_for(self.seed, _EPOCH, epoch))
-        perm = torch.randperm(self.n, generator=g).numpy()
-        u = torch.rand(self.n, generator=g, dtype=torch.float64).numpy()
-        clips = pick_clip(self.first_clip[perm], self.n_clips[perm], u)
-        need = self.steps_per_epoch * self.batch * self.world
-        return np.resize(clips, need)  # wraps around: pads with the first videos again
-
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, order = -1, None
-        for step in range(self.start, self.total):
-            e, i = divmod(step, self.steps_per_epoch)
-            if e != epoch:
-                epoch, order = e, self.epoch_order(e)
-            g0 = i * self.batch * self.world + self.rank * self.batch
-            yield order[g0 : g0 + self.batch].tolist()
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start)
-
-
-class ListBatches(Sampler[list[int]]):
-    """Fixed clip indices in fixed-size batches, in order (label passes, inference)."""
-
-    def __init__(self, indices: np.ndarray, batch: int) -> None:
-        self.indices, self.batch = indices, batch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for i in range(0, len(self.indices), self.batch):
-            yield self.indices[i : i + self.batch].tolist()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch)
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the training process, which checkpoints (:class:`_StopFlag`)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's or a SLURM job's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def default_loader_workers() -> int:
-    """Loader processes per training (or labelling) process that fit this machine: up to 4, leaving one
-    CPU per process for the model (0 on one CPU: the process loads its own batches)."""
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(4, usable_cpus() // local - 1))
-
-
-_warned_workers = False
-
-
-def _warn_workers_once(workers: int) -> None:
-    """One line when more loader processes are asked for than there are CPUs; torch's own warning
-    (repeated for every loader) is silenced then."""
-    global _warned_workers
-    cpus = usable_cpus()
-    if workers <= cpus or _warned_workers:
-        return
-    _warned_workers = True
-    print(f"videolabel: warning: {workers} loader workers on {cpus} usable CPU(s) may be slow or freeze; "
-          f"--workers {default_loader_workers()} fits this machine", file=sys.stderr, flush=True)
-    warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning)
-
-
-def make_loader(ds: ShardDataset, sampler: Sampler, workers: int, pin: bool, prefetch: int = 4) -> DataLoader:
-    kw: dict[str, Any] = {}
-    if workers > 0:
-        _warn_workers_once(workers)
-        kw["prefetch_factor"] = prefetch
-        kw["worker_init_fn"] = _ignore_sigint
-    return DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_identity, pin_memory=pin, **kw)
-
-
-class _StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM pre-emption) and a first Ctrl-C (SIGINT): finish the step, checkpoint,
-    exit. A second Ctrl-C interrupts at once (the checkpoint of the last finished epoch remains)."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._old: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002
-        if signum == signal.SIGINT:
-            if self.raised:
-                raise KeyboardInterrupt
-            print("videolabel: interrupted: finishing the step and writing a checkpoint "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-        self.raised = True
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def modality_agreement_metrics(labels: torch.Tensor, argmaxes: torch.Tensor, has_audio: torch.Tensor) -> dict[str, float]:
-    """Do the two towers predict the same clusters, and which one decides the labels?
-
-    SeLaVi trains both encoders to predict one labelling (eq. 6 combines their log-probabilities), so
-    on a healthy run the video and audio heads agree and the labels follow both. Where one tower fits
-    labels the other cannot predict (memorised instances, a nuisance of its own), the labels follow
-    that tower and agreement stays low: the failure seen on AV-Digits (docs/method.md).
-
-    Args:
-        labels: [H, N] labels just solved.
-        argmaxes: [2H, N] the label pass's per-modality argmax: video heads in rows 0..H-1, audio heads
-            in rows H..2H-1.
-        has_audio: [N] bool; videos without audio are left out of the audio figures.
-
-    Returns:
-        ``modality_agreement``: fraction of videos whose video and audio argmax coincide;
-        ``labels_nmi_video`` / ``labels_nmi_audio``: NMI between the labels and each tower's argmax;
-        each the mean over heads.
-    """
-    H = labels.shape[0]
-    ok = has_audio.bool().numpy()
-    lab, arg = labels.numpy(), argmaxes.numpy()
-    if not ok.any():
-        return {}
-    agree = [float(np.mean(arg[h][ok] == arg[H + h][ok])) for h in range(H)]
-    by_v = [nmi(lab[h], arg[h]) for h in range(H)]
-    by_a = [nmi(lab[h][ok], arg[H + h][ok]) for h in range(H)]
-    return {"modality_agreement": float(np.mean(agree)), "labels_nmi_video": float(np.mean(by_v)),
-            "labels_nmi_audio": float(np.mean(by_a))}
 
 
 def check_clusters(cfg: TrainConfig, n: int) -> None:
@@ -290,8 +105,6 @@ class Trainer:
     def __init__(self, cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
                  gt: str | Path | None = None, device: str | None = None) -> None:
         self.cfg = cfg.validate()
-        if cfg.preset not in PRESETS:
-            raise VideolabelError(f"unknown preset {cfg.preset!r} (choose from {', '.join(PRESETS)})")
         self.out = Path(out_dir)
         self.info = D.setup(device)
         self.dev = self.info.device
@@ -315,14 +128,14 @@ class Trainer:
         self.n_clips = vids["n_clips"].to_numpy(np.int64)
         self.has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
         self.ingest_hash = self.ds.config.hash()
-        self.videos_hash = _hash_ids(vids["video_id"].tolist())
+        self.videos_hash = hash_ids(vids["video_id"].tolist())
 
         H, K = cfg.num_heads, cfg.num_clusters
         world = self.info.world_size
         self.steps_per_epoch = max(1, math.ceil(self.n / (cfg.batch_size * world)))
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.schedule = clustering_schedule(self.total_steps, cfg.n_solves, cfg.schedule_power)
-        self.base_lr = cfg.lr * cfg.batch_size * world / 16.0
+        self.base_lr = scaled_lr(cfg.lr, cfg.batch_size, world)
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
 
         torch.manual_seed(cfg.seed)
@@ -357,7 +170,7 @@ class Trainer:
         self.gt_codes = self._load_gt(gt) if gt else None
         self._bn_step = -1  # step at which label-pass BatchNorm statistics were last recomputed
 
-        self._lock: FolderLock | None = None
+        self.run_dir = RunFolder(self.out, is_main=self.info.is_main)
         try:
             self._prepare_run_dir(resume)
             self.ddp_model = self._wrap()
@@ -367,9 +180,7 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run folder (:meth:`run` does it when it ends); a later Trainer may then use it."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self.run_dir.close()
 
     # ------------------------------------------------------------------ set-up
     def _draw_prior(self) -> torch.Tensor:
@@ -378,7 +189,7 @@ class Trainer:
             return uniform_prior(K).double().expand(H, K).clone()
         if self.cfg.prior == "gaussian":
             return torch.stack([
-                gaussian_prior_masses(K, sigma=self.cfg.prior_sigma, seed=seed_for(self.cfg.seed, _PRIOR, h))
+                gaussian_prior_masses(K, sigma=self.cfg.prior_sigma, seed=seed_for(self.cfg.seed, PRIOR, h))
                 for h in range(H)
             ]).double()
         return load_prior(self.cfg.prior, K).double().expand(H, K).clone()
@@ -394,72 +205,23 @@ class Trainer:
         return codes
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        cfg = self.cfg
-        ckpt = self.out / LAST
-        if self.info.is_main:  # one writer per run folder: a second `train --out` of it fails at once
-            if resume and not self.out.is_dir():
-                raise VideolabelError(f"nothing to resume: no run folder {self.out}")
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise VideolabelError(f"cannot write run folder {self.out}: {exc.strerror}") from None
-            self._lock = FolderLock(self.out, "run folder").acquire()
+        self.run_dir.open(resume)
         if resume:
-            if not ckpt.is_file():
-                raise VideolabelError(f"nothing to resume: no {LAST} in {self.out}")
+            ckpt = self.run_dir.checkpoint_to_resume()
             state = load_checkpoint(ckpt, need=RESUME_KEYS)
-            self._check_compatible(state)
+            check_resumable(state, self.cfg, ingest_hash=self.ingest_hash, videos_hash=self.videos_hash,
+                            videos=self.n, world_size=self.info.world_size)
             try:
                 self._restore(state)
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
                 raise VideolabelError(f"damaged checkpoint {ckpt}: {type(exc).__name__}: {first_line(exc)}") from None
             return
-        if self.out.exists() and any(self.out.glob("*.pt")):
-            raise VideolabelError(f"run folder {self.out} already holds a run: pass --resume to continue it, "
-                                  "or choose another --out")
-        if self.info.is_main:
-            try:  # the folder was made above, with the lock
-                (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-                (self.out / "run.json").write_text(json.dumps(self._run_info(), indent=2) + "\n")
-                (self.out / "metrics.jsonl").write_text("")
-            except OSError as exc:
-                raise VideolabelError(f"cannot write run folder {self.out}: {exc.strerror}") from None
+        self.run_dir.start(self.cfg, run_info(
+            self.cfg, device=self.dev, world_size=self.info.world_size, cache_dir=self.cache_dir,
+            ingest_config=self.ds.config.to_dict(), ingest_hash=self.ingest_hash, videos=self.n,
+            videos_hash=self.videos_hash, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+            schedule=self.schedule))
         D.barrier()
-
-    def _run_info(self) -> dict[str, Any]:
-        return {
-            "videolabel": videolabel.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "cuda": torch.version.cuda if self.cuda else None,
-            "device": torch.cuda.get_device_name(self.dev) if self.cuda else platform.processor() or "cpu",
-            "world_size": self.info.world_size,
-            "seed": self.cfg.seed,
-            "cache": str(self.cache_dir.resolve()),
-            "ingest_config": self.ds.config.to_dict(),
-            "ingest_config_hash": self.ingest_hash,
-            "videos": self.n,
-            "videos_hash": self.videos_hash,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps,
-            "schedule": self.schedule,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-
-    def _check_compatible(self, state: dict[str, Any]) -> None:
-        diffs = diff_configs(state["train_config"], self.cfg)
-        if diffs:
-            raise VideolabelError(f"--resume with a different config ({'; '.join(diffs)}); "
-                                  "use the run's config or start a new run")
-        if state["ingest_hash"] != self.ingest_hash:
-            raise VideolabelError("--resume on a cache made with a different ingest config "
-                                  f"(run {state['ingest_hash']}, cache {self.ingest_hash})")
-        if state["videos_hash"] != self.videos_hash:
-            raise VideolabelError(f"--resume on a cache whose videos changed (run had {state['n_videos']}, "
-                                  f"cache has {self.n}); start a new run")
-        if state["world_size"] != self.info.world_size:
-            raise VideolabelError(f"--resume with {self.info.world_size} process(es); the run used "
-                                  f"{state['world_size']} (the data order depends on it)")
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, state["model"], self.out / LAST)
@@ -475,17 +237,13 @@ class Trainer:
         self.aligned = bool(state["aligned"])
         self.align_costs = [tuple(c) for c in state.get("align_costs", [])]
         torch.set_rng_state(state["rng_cpu"])
-        if self.info.is_main:  # drop metrics logged after the checkpoint: they will be logged again
-            path = self.out / "metrics.jsonl"
-            if path.is_file():
-                keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.step]
-                path.write_text("".join(ln + "\n" for ln in keep))
+        self.run_dir.drop_metrics_after(self.step)
 
     def _wrap(self) -> torch.nn.Module:
         model: torch.nn.Module = self.model
         if self.cfg.compile:
-            self.model.video_encoder = torch.compile(self.model.video_encoder)
-            self.model.audio_encoder = torch.compile(self.model.audio_encoder)
+            self.model.video_encoder = cast(torch.nn.Module, torch.compile(self.model.video_encoder))
+            self.model.audio_encoder = cast(torch.nn.Module, torch.compile(self.model.audio_encoder))
         if self.info.distributed:
             if self.cuda and self.cfg.sync_bn:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -565,7 +323,7 @@ class Trainer:
             if self.cfg.label_inputs == "eval":  # the inference inputs: no augmentation
                 v, a = self.vaug_eval(video), self.aaug_eval(audio)
             else:  # one generator per clip: a clip's augmentation does not depend on its batch or process
-                g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+                g = [generator(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
                 v, a = self.vaug_train(video, g), self.aaug_train(audio, g)
             with self._autocast():
                 res = self.model(video=v, audio=a)
@@ -589,7 +347,7 @@ class Trainer:
         m = min(self.n, cfg.precise_bn_clips)
         if m < 2:
             return 0
-        videos = np.sort(torch.randperm(self.n, generator=_gen(seed)).numpy()[:m])
+        videos = np.sort(torch.randperm(self.n, generator=generator(seed)).numpy()[:m])
         clips = self._clips_for(videos, seed_for(seed, 1))
         bs = cfg.eval_batch_size
         starts = list(range(0, m, bs))[self.info.rank :: self.info.world_size]
@@ -600,7 +358,7 @@ class Trainer:
         def forward(batch: dict[str, torch.Tensor]) -> None:
             video, audio, _ = self._to_device(batch)
             if train_aug and cfg.label_inputs != "eval":
-                g = [_gen(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
+                g = [generator(seed_for(aug_seed, int(c))) for c in batch["index"].tolist()]
                 v, a = self.vaug_train(video, g), self.aaug_train(audio, g)
             else:
                 v, a = self.vaug_eval(video), self.aaug_eval(audio)
@@ -609,13 +367,13 @@ class Trainer:
 
         return recalibrate_batchnorm(self.model, loader, forward)
 
-    def _set_label_mode(self) -> list[tuple[torch.nn.Module, float | None]]:
+    def _set_label_mode(self) -> list[tuple[torch.nn.modules.batchnorm._BatchNorm, float | None]]:
         """Eval mode; with ``label_bn="batch"`` BatchNorm layers use the batch's statistics instead of
         the running ones (which lag behind a fast-changing small model) without updating them.
         ``label_bn="precise"`` recalibrates the running statistics before each pass instead
         (:meth:`recalibrate_bn`, called by :meth:`align` and :meth:`solve_labels`)."""
         self.model.eval()
-        saved = []
+        saved: list[tuple[torch.nn.modules.batchnorm._BatchNorm, float | None]] = []
         if self.cfg.label_bn == "batch":
             for mod in self.model.modules():
                 if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
@@ -625,7 +383,7 @@ class Trainer:
         return saved
 
     def _clips_for(self, videos: np.ndarray, seed: int) -> np.ndarray:
-        g = _gen(seed)
+        g = generator(seed)
         u = torch.rand(self.n, generator=g, dtype=torch.float64).numpy()[videos]
         return pick_clip(self.first_clip[videos], self.n_clips[videos], u)
 
@@ -636,42 +394,42 @@ class Trainer:
         Computed on rank 0 on a random sample of videos; DDP then broadcasts rank 0's weights."""
         cfg = self.cfg
         if cfg.modalities == "both" and cfg.label_bn == "precise":  # collective: every process
-            self.recalibrate_bn(seed_for(cfg.seed, _BN, 0), train_aug=True)
+            self.recalibrate_bn(seed_for(cfg.seed, BN, 0), train_aug=True)
             self._bn_step = self.step  # the first solve, at the same weights, reuses these statistics
         if self.info.is_main and cfg.modalities == "both":
-            g = _gen(seed_for(cfg.seed, _ALIGN))
+            g = generator(seed_for(cfg.seed, ALIGN))
             videos = torch.randperm(self.n, generator=g)[:ALIGN_MAX_VIDEOS].sort().values.numpy()
-            p = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _ALIGN, 1)),
-                                    seed_for(cfg.seed, _ALIGN, 2), softmax=True)
+            p = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, ALIGN, 1)),
+                                    seed_for(cfg.seed, ALIGN, 2), softmax=True)
             p_v, p_a = p["video"], p["audio"]
             for h in range(cfg.num_heads):
                 res = align_heads(p_a[h].cpu(), p_v[h].cpu(), proposals=cfg.align_proposals,
-                                  restarts=cfg.align_restarts, seed=seed_for(cfg.seed, _ALIGN, 3, h))
+                                  restarts=cfg.align_restarts, seed=seed_for(cfg.seed, ALIGN, 3, h))
                 permute_linear_(self.model.last_linear("audio", h), res.perm.to(self.dev))
                 self.align_costs.append((float(res.cost_before), float(res.cost_after)))
         self.aligned = True
         if self.info.distributed:  # rank 0's permuted heads to everyone
-            for p in self.model.audio_heads.parameters():
-                torch.distributed.broadcast(p.data, src=0)
+            for param in self.model.audio_heads.parameters():
+                torch.distributed.broadcast(param.data, src=0)
 
     # ------------------------------------------------------------------ the label solve (eq. 1-6)
     def solve_labels(self) -> dict[str, Any]:
         """One clustering step: label-pass outputs under two augmentations, half the heads on each
         (decorrelated heads), modalities combined (eq. 6), prior matched (eq. 4-5), Sinkhorn (eq. 3)."""
-        cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
+        cfg, H = self.cfg, self.cfg.num_heads
         i = self.solve_index
         start, stop = D.split_range(self.n, self.info.world_size, self.info.rank)
         videos = np.arange(start, stop)
         n_aug = 2 if cfg.decorrelate else 1
         which = torch.zeros(H, dtype=torch.int64)
         if n_aug == 2:
-            half = torch.randperm(H, generator=_gen(seed_for(cfg.seed, _SPLIT, i)))[: H // 2]
+            half = torch.randperm(H, generator=generator(seed_for(cfg.seed, SPLIT, i)))[: H // 2]
             which[half] = 1
         t0 = time.perf_counter()
         if cfg.label_bn == "precise" and self._bn_step != self.step:  # not again at unchanged weights
-            self.recalibrate_bn(seed_for(cfg.seed, _BN, 1, i), train_aug=True)
+            self.recalibrate_bn(seed_for(cfg.seed, BN, 1, i), train_aug=True)
         present_a = self.has_audio[start:stop].to(self.dev)
-        present_v = torch.ones_like(present_a)
+        reduce = torch.distributed.all_reduce if D.is_dist() else None
         # each augmentation pass keeps only its own heads' outputs and folds them into log P at once
         # (eq. 6), so memory holds H x n x K log-probabilities plus one pass's half
         log_ps: list[torch.Tensor | None] = [None] * H
@@ -683,27 +441,15 @@ class Trainer:
             mine = [h for h in range(H) if int(which[h]) == a]
             if not mine:
                 continue
-            out = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, _LABEL, i, a)),
-                                      seed_for(cfg.seed, _LABEL, i, a, 7), heads=mine)
-            lv, la = out.get("video"), out.get("audio")
+            out = self.head_log_probs(self._clips_for(videos, seed_for(cfg.seed, LABEL, i, a)),
+                                      seed_for(cfg.seed, LABEL, i, a, 7), heads=mine)
             for j, h in enumerate(mine):
                 if both:
-                    argmaxes[:, h] = lv[j].argmax(-1)
-                    argmaxes[:, H + h] = la[j].argmax(-1)
-                if cfg.modalities == "concat":
-                    log_ps[h] = out["fused"][j]
-                elif cfg.modalities == "video":
-                    log_ps[h] = lv[j]
-                elif cfg.modalities == "audio":
-                    log_ps[h] = la[j]
-                else:
-                    pair = [lv[j], la[j]]
-                    if cfg.balance_modalities:
-                        factors = balance_factors(pair, [present_v, present_a],
-                                                  torch.distributed.all_reduce if D.is_dist() else None)
-                        pair = [lp * f for lp, f in zip(pair, factors)]
-                    log_ps[h] = combine_log_probs(pair, [present_v, present_a])
-            del out, lv, la
+                    argmaxes[:, h] = out["video"][j].argmax(-1)
+                    argmaxes[:, H + h] = out["audio"][j].argmax(-1)
+                log_ps[h] = label_log_probs(out, j, cfg.modalities, present_a, balance=cfg.balance_modalities,
+                                            all_reduce=reduce)
+            del out
         t_pass = time.perf_counter() - t0
         old = self.labels.clone()
         new_local = []
@@ -711,12 +457,9 @@ class Trainer:
         for h in range(H):
             log_p = log_ps[h]
             log_ps[h] = None
-            sizes = torch.bincount(old[h], minlength=K).double()
-            r = match_prior(self.prior_masses[h], sizes) if cfg.prior != "uniform" else self.prior_masses[h]
-            with warnings.catch_warnings():  # not reaching tol is recorded below, not printed
-                warnings.simplefilter("ignore", RuntimeWarning)
-                res = sinkhorn(log_p, r.to(self.dev), lam=cfg.lam, tol=cfg.sinkhorn_tol,
-                               max_iters=cfg.sinkhorn_iters)
+            assert log_p is not None  # every head belongs to one augmentation pass
+            res = solve_head(log_p, self.prior_masses[h], old[h], match=cfg.prior != "uniform", lam=cfg.lam,
+                             tol=cfg.sinkhorn_tol, max_iters=cfg.sinkhorn_iters)  # not reaching tol: recorded below
             new_local.append(res.labels.to(self.dev))
             sk_err = max(sk_err, float(res.error))
             sk_iters = max(sk_iters, int(res.iterations))
@@ -739,7 +482,8 @@ class Trainer:
         the clip-averaged features of every video ``[n_local, Dv + Da]`` (for k-means)."""
         start, stop = D.split_range(self.n, self.info.world_size, self.info.rank)
         clips = np.concatenate([np.arange(f, f + c) for f, c in zip(self.first_clip[start:stop],
-                                                                   self.n_clips[start:stop])] or [np.zeros(0, np.int64)])
+                                                                   self.n_clips[start:stop])]
+                               or [np.zeros(0, np.int64)])
         loader = make_loader(self.ds, ListBatches(clips.astype(np.int64), self.cfg.eval_batch_size),
                              self.cfg.workers, self.cuda, self.cfg.prefetch)
         self.model.eval()
@@ -760,63 +504,21 @@ class Trainer:
         return fv, fa, owner, mean
 
     def distill_labels(self) -> dict[str, Any]:
-        """``final_labels="features"`` (not in the paper): the run's labels become k-means (one seed per
-        head) on the final encoders' clip-averaged pooled features, PCA-whitened and L2-normalised per
-        modality as ``assign --method kmeans`` does, and every head is trained for ``distill_epochs`` on
-        the frozen per-clip features to predict its labels, so that ``assign`` reproduces them and labels
-        new videos with the same clusters. Every process runs the same k-means on the gathered features
-        and the heads' gradients are averaged over processes."""
-        from videolabel.kmeans import kmeans, pooled_features
+        """``final_labels="features"``: the run's labels become k-means on the final features, learnt by the heads.
 
+        See :mod:`videolabel.train.distill`. Every process runs the same k-means on the gathered
+        features and the heads' gradients are averaged over processes."""
         cfg, H, K = self.cfg, self.cfg.num_heads, self.cfg.num_clusters
         t0 = time.perf_counter()
         fv, fa, owner, mean = self.final_features()
         full = D.all_gather_rows(mean, self.n).cpu()
         dv = fv.shape[1]
-        x = pooled_features(full[:, :dv], full[:, dv:], self.has_audio.cpu(), "both", pca=32)
-        labels = torch.stack([torch.as_tensor(kmeans(x, K, seed=seed_for(cfg.seed, _DISTILL, h) % (1 << 31)).labels,
-                                              dtype=torch.int64) for h in range(H)])
+        labels = kmeans_labels(full[:, :dv], full[:, dv:], self.has_audio.cpu(), K, H, cfg.seed)
         old = self.labels.clone()
         self.labels = labels
-        # head-only training on the frozen features: every head of both towers (or the fusion heads)
-        y = labels.to(self.dev)[:, owner]  # [H, clips]
-        ha = self.has_audio.to(self.dev)[owner]
-        towers = [("fused", torch.cat([fv, fa], dim=1), None)] if self.model.fusion else \
-            [("video", fv, None), ("audio", fa, ha)]
-        params = [p for name, _, _ in towers for head in
-                  (self.model.fused_heads if name == "fused" else self.model.heads(name)) for p in head.parameters()]
-        opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=cfg.weight_decay)
-        total = torch.tensor([float(len(owner))], device=self.dev)
-        if D.is_dist():
-            torch.distributed.all_reduce(total)
-        n_clips = int(total.item())
-        bs = min(256, max(32, n_clips // (8 * self.info.world_size)))  # >= 8 steps an epoch on small sets
-        steps = cfg.distill_epochs * max(1, math.ceil(n_clips / (bs * self.info.world_size)))
-        g = _gen(seed_for(cfg.seed, _DISTILL, H, self.info.rank))
-        for _ in range(steps):
-            sel = torch.randint(len(owner), (min(bs, len(owner)),), generator=g).to(self.dev)
-            loss = torch.zeros((), device=self.dev)
-            for name, f, present in towers:
-                logits = self.model.fused_forward(fv[sel], fa[sel]) if name == "fused" else \
-                    self.model.heads_forward(f[sel], name)
-                ce = F.cross_entropy(logits.reshape(-1, K), y[:, sel].reshape(-1), reduction="none").reshape(H, -1)
-                w = torch.ones_like(ce) if present is None else present[sel].to(ce.dtype).expand_as(ce)
-                loss = loss + (ce * w).sum() / w.sum().clamp_min(1.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if D.is_dist():
-                for p in params:
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= self.info.world_size
-            opt.step()
-        # how well the heads reproduce their labels (inference mode, this process's clips)
-        self.model.eval()
-        with torch.no_grad():
-            name, f, _ = towers[0]
-            logits = self.model.fused_forward(fv, fa) if name == "fused" else self.model.heads_forward(f, name)
-            fit = float((logits.argmax(-1) == y).float().mean())
-        self.model.train()
+        steps, fit = distill_heads(self.model, fv, fa, owner, labels, self.has_audio, epochs=cfg.distill_epochs,
+                                   weight_decay=cfg.weight_decay, seed=cfg.seed, rank=self.info.rank,
+                                   world_size=self.info.world_size)
         m: dict[str, Any] = {"event": "distill", "step": self.step, "distill_s": round(time.perf_counter() - t0, 3),
                              "distill_steps": steps, "heads_fit": fit,
                              "labels_nmi_last_solve": float(np.mean([nmi(old[h].numpy(), labels[h].numpy())
@@ -833,11 +535,9 @@ class Trainer:
                              "solve_s": round(t_total, 3), "label_pass_s": round(t_pass, 3)}
         if self.solve_index > 1:
             m["label_stability"] = float(np.mean([nmi(old[h].numpy(), new[h]) for h in range(len(new))]))
-        sizes = np.stack([np.bincount(row, minlength=K) for row in new]) / new.shape[1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.nansum(np.where(sizes > 0, sizes * np.log(sizes), 0.0), axis=1) / math.log(K)
-        m["cluster_size_entropy"] = float(ent.mean())
-        m["clusters_used"] = float(np.mean([(row > 0).sum() for row in sizes]))
+        sizes = cluster_sizes(new, K)
+        m["cluster_size_entropy"] = float(cluster_size_entropy(sizes).mean())
+        m["clusters_used"] = float(clusters_used(sizes).mean())
         if self.gt_codes is not None:
             ok = self.gt_codes >= 0
             scores = [nmi(self.gt_codes[ok], new[h][ok]) for h in range(len(new))]
@@ -859,24 +559,12 @@ class Trainer:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
-        g = _gen(seed_for(cfg.seed, _STEP, step, self.info.rank), self.dev)
+        g = generator(seed_for(cfg.seed, STEP, step, self.info.rank), self.dev)
         v = self.vaug_train(video, g) if cfg.modalities != "audio" else None
         a = self.aaug_train(audio, g) if cfg.modalities != "video" else None
         with self._autocast():
             out = self.ddp_model(video=v, audio=a)
-        H, B = y.shape
-        losses = []
-        if "fused_logits" in out:  # modalities="concat": one head set on [f_v; f_a]
-            losses.append(F.cross_entropy(out["fused_logits"].float().reshape(H * B, -1), y.reshape(-1)))
-        elif v is not None:
-            lv = out["video_logits"].float().reshape(H * B, -1)
-            losses.append(F.cross_entropy(lv, y.reshape(-1)))
-        if a is not None and "audio_logits" in out:
-            la = out["audio_logits"].float().reshape(H * B, -1)
-            ce = F.cross_entropy(la, y.reshape(-1), reduction="none").reshape(H, B)
-            w = has_audio.to(ce.dtype).expand(H, B)
-            losses.append((ce * w).sum() / w.sum().clamp_min(1.0))
-        loss = sum(losses) / len(losses)
+        loss = selavi_loss(out, y, has_audio)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -884,15 +572,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def log(self, record: dict[str, Any]) -> None:
-        if not self.info.is_main:
-            return
-        record = {"time": round(time.time(), 3), **record}
-        with open(self.out / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        """One line of ``metrics.jsonl`` (main process)."""
+        self.run_dir.log(record)
 
     def run(self, progress: Any = None) -> TrainSummary:
         cfg = self.cfg
-        stop = _StopFlag()
+        stop = StopFlag()
         stop.install()
         t_start = time.perf_counter()
         preempted = False
@@ -911,7 +596,7 @@ class Trainer:
             loader = make_loader(self.ds, sampler, cfg.workers, self.cuda, cfg.prefetch)
             labels_dev = self.labels.to(self.dev)
             has_audio_dev = self.has_audio.to(self.dev)
-            window = {"t": time.perf_counter(), "wait": 0.0, "steps": 0, "loss": []}
+            window: dict[str, Any] = {"t": time.perf_counter(), "wait": 0.0, "steps": 0, "loss": []}
             if progress is not None:
                 progress.start(self.total_steps, self.step)
             it = iter(loader)
@@ -957,7 +642,7 @@ class Trainer:
             labels_path = None
             if not preempted:
                 if cfg.precise_bn_clips > 0:  # the final model's statistics for inference inputs
-                    self.recalibrate_bn(seed_for(cfg.seed, _BN, 2), train_aug=False)
+                    self.recalibrate_bn(seed_for(cfg.seed, BN, 2), train_aug=False)
                 if cfg.final_labels == "features" and self.n >= cfg.num_clusters:
                     m = self.distill_labels()
                     self.log(m)
@@ -994,21 +679,7 @@ class Trainer:
 
     def write_labels(self) -> Path | None:
         """The final training labels (one row per video, a column per head) as ``labels.parquet``."""
-        if not self.info.is_main:
-            return None
-        vids = self.ds.videos
-        df = pd.DataFrame({"video_id": vids["video_id"].to_numpy(), "path": vids["path"].to_numpy()})
-        for h in range(self.cfg.num_heads):
-            df[f"label_h{h}"] = self.labels[h].numpy()
-        path = self.out / "labels.parquet"
-        write_parquet_atomic(df, path)
-        return path
-
-
-def _hash_ids(ids: list[str]) -> str:
-    import hashlib
-
-    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+        return self.run_dir.write_labels(self.ds.videos, self.labels.numpy())
 
 
 def train(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,

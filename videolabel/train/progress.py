@@ -6,6 +6,9 @@ import sys
 import time
 from typing import Any
 
+#: the progress modes of ``videolabel train`` (and of ingest, whose driver keeps an equal tuple; tested)
+PROGRESS_MODES = ("auto", "rich", "log", "none")
+
 
 class TrainProgress:
     """``mode``: "auto" (rich on a terminal, log lines otherwise), "rich", "log" or "none"."""

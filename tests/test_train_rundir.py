@@ -1,0 +1,88 @@
+"""The run folder and the stop flag, without training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from videolabel.errors import VideolabelError
+from videolabel.train.config import TrainConfig
+from videolabel.train.rundir import RunFolder, check_resumable, hash_ids
+from videolabel.train.signals import StopFlag
+
+
+def test_run_folder_lifecycle(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    rd = RunFolder(out, is_main=True)
+    with pytest.raises(VideolabelError, match="nothing to resume"):
+        rd.open(resume=True)
+    rd.open(resume=False)
+    try:
+        with pytest.raises(VideolabelError, match="in use"):
+            RunFolder(out, is_main=True).open(resume=False)  # one writer per folder
+        rd.start(TrainConfig(), {"seed": 0})
+        assert json.loads((out / "config.json").read_text()) == TrainConfig().to_dict()
+        for step in (1, 2, 3):
+            rd.log({"event": "train", "step": step})
+        rd.drop_metrics_after(2)
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2] and all("time" in r for r in rows)
+        videos = pd.DataFrame({"video_id": ["a", "b"], "path": ["a.mp4", "b.mp4"]})
+        path = rd.write_labels(videos, np.array([[0, 1], [1, 1]]))
+        assert path is not None
+        got = pd.read_parquet(path)
+        assert list(got.columns) == ["video_id", "path", "label_h0", "label_h1"]
+        assert got["label_h1"].tolist() == [1, 1]
+        (out / "checkpoint-last.pt").write_bytes(b"")
+        with pytest.raises(VideolabelError, match="already holds a run"):
+            rd.start(TrainConfig(), {})
+        assert rd.checkpoint_to_resume().name == "checkpoint-last.pt"
+    finally:
+        rd.close()
+    RunFolder(out, is_main=True).open(resume=True)  # free again once closed
+    assert not RunFolder(tmp_path / "other", is_main=False).write_labels(videos, np.zeros((1, 2), int))
+
+
+def test_resume_checks() -> None:
+    cfg = TrainConfig()
+    state = {"train_config": cfg.to_dict(), "ingest_hash": "i", "videos_hash": hash_ids(["a", "b"]),
+             "n_videos": 2, "world_size": 1}
+    check_resumable(state, cfg, ingest_hash="i", videos_hash=hash_ids(["a", "b"]), videos=2, world_size=1)
+    for kw, msg in ((dict(ingest_hash="j"), "ingest config"), (dict(videos_hash=hash_ids(["a"])), "videos changed"),
+                    (dict(world_size=2), "process")):
+        args = dict(ingest_hash="i", videos_hash=hash_ids(["a", "b"]), videos=2, world_size=1) | kw
+        with pytest.raises(VideolabelError, match=msg):
+            check_resumable(state, cfg, **args)
+    with pytest.raises(VideolabelError, match="different config"):
+        check_resumable(state, TrainConfig(lam=5.0), ingest_hash="i", videos_hash=state["videos_hash"], videos=2,
+                        world_size=1)
+
+
+def test_stop_flag_catches_sigterm_and_restores() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopFlag()
+    stop.install()
+    try:
+        assert not stop.raised
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.raised
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_progress_modes_are_one_list() -> None:
+    from videolabel.ingest.driver import PROGRESS_MODES as ingest_modes
+    from videolabel.train.progress import PROGRESS_MODES
+
+    assert ingest_modes == PROGRESS_MODES
+    with pytest.raises(VideolabelError, match="progress"):
+        TrainConfig(progress="bars").validate()
+    with pytest.raises(VideolabelError, match="unknown preset"):
+        TrainConfig(preset="huge").validate()

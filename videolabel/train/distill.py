@@ -1,0 +1,99 @@
+"""``final_labels="features"`` (not in the paper): k-means labels on the final features, distilled into the heads.
+
+On CPU budgets the heads' labels lag the encoders' features (docs/method.md "The tiny recipe"), so a run may
+end with k-means (one seed per head) on the clip-averaged pooled features, PCA-whitened and L2-normalised per
+modality as ``assign --method kmeans`` does (:func:`kmeans_labels`); every head is then trained on the frozen
+per-clip features to predict its labels (:func:`distill_heads`), so that ``assign`` reproduces them and
+labels new videos with the same clusters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from videolabel.models.selavi import SeLaVi
+from videolabel.seeds import DISTILL, generator, seed_for
+from videolabel.train import dist as D
+
+__all__ = ["distill_heads", "kmeans_labels"]
+
+
+def kmeans_labels(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
+                  num_heads: int, seed: int) -> Tensor:
+    """[H, N] labels: k-means with K = ``num_clusters`` on the videos' pooled features, one seed per head.
+
+    The features ([N, Dv] and [N, Da], CPU) are PCA-whitened to 32 dimensions and L2-normalised per
+    modality (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``), as ``assign --method kmeans``.
+    """
+    from videolabel.kmeans import kmeans, pooled_features
+
+    x = pooled_features(video_features, audio_features, has_audio, "both", pca=32)
+    return torch.stack([torch.as_tensor(kmeans(x, num_clusters, seed=seed_for(seed, DISTILL, h) % (1 << 31)).labels,
+                                        dtype=torch.int64) for h in range(num_heads)])
+
+
+def distill_heads(model: SeLaVi, fv: Tensor, fa: Tensor, owner: Tensor, labels: Tensor, has_audio: Tensor, *,
+                  epochs: int, weight_decay: float, seed: int, rank: int, world_size: int) -> tuple[int, float]:
+    """Train every head (of both towers, or the fusion heads) on frozen per-clip features to predict ``labels``.
+
+    Args:
+        model: the run's model; only its heads' weights change.
+        fv: [clips, Dv] video features of this process's clips (inference inputs).
+        fa: [clips, Da] audio features of the same clips.
+        owner: [clips] int64 global video index of each clip.
+        labels: [H, N] the labels to learn (on any device).
+        has_audio: [N] bool; clips of videos without audio do not train the audio heads.
+        epochs: passes over the clips (``distill_epochs``).
+        weight_decay: AdamW's (lr 1e-3).
+        seed: the run seed (the clip draws come from ``(seed, DISTILL, H, rank)``).
+        rank: this process's rank.
+        world_size: the number of processes; the heads' gradients are averaged over them.
+
+    Returns:
+        ``(steps, fit)``: the optimiser steps taken and the fraction of (head, clip) pairs whose argmax is
+        the label, in inference mode, on this process's clips (first tower).
+    """
+    dev = fv.device
+    H, K = labels.shape[0], model.num_clusters
+    y = labels.to(dev)[:, owner]  # [H, clips]
+    ha = has_audio.to(dev)[owner]
+    towers: list[tuple[str, Tensor, Tensor | None]] = (
+        [("fused", torch.cat([fv, fa], dim=1), None)] if model.fusion else [("video", fv, None), ("audio", fa, ha)])
+    params = [p for name, _, _ in towers for head in
+              (model.fused_heads if name == "fused" else model.heads(name)) for p in head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=weight_decay)
+    total = torch.tensor([float(len(owner))], device=dev)
+    if D.is_dist():
+        torch.distributed.all_reduce(total)
+    n_clips = int(total.item())
+    bs = min(256, max(32, n_clips // (8 * world_size)))  # >= 8 steps an epoch on small sets
+    steps = epochs * max(1, math.ceil(n_clips / (bs * world_size)))
+    g = generator(seed_for(seed, DISTILL, H, rank))
+    for _ in range(steps):
+        sel = torch.randint(len(owner), (min(bs, len(owner)),), generator=g).to(dev)
+        loss = torch.zeros((), device=dev)
+        for name, f, present in towers:
+            logits = model.fused_forward(fv[sel], fa[sel]) if name == "fused" else model.heads_forward(f[sel], name)
+            ce = F.cross_entropy(logits.reshape(-1, K), y[:, sel].reshape(-1), reduction="none").reshape(H, -1)
+            w = torch.ones_like(ce) if present is None else present[sel].to(ce.dtype).expand_as(ce)
+            loss = loss + (ce * w).sum() / w.sum().clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if D.is_dist():
+            for p in params:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world_size
+        opt.step()
+    # how well the heads reproduce their labels (inference mode, this process's clips)
+    model.eval()
+    with torch.no_grad():
+        name, f, _ = towers[0]
+        logits = model.fused_forward(fv, fa) if name == "fused" else model.heads_forward(f, name)
+        fit = float((logits.argmax(-1) == y).float().mean())
+    model.train()
+    return steps, fit
