@@ -17,7 +17,6 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from test_export import REPO, setup
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("fiftyone") is None,

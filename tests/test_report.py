@@ -15,7 +15,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from chromium import find_chromium
 from conftest import run_cli
 
@@ -138,7 +137,7 @@ def test_site_structure_and_no_network(built):
     assert sum(1 for t, a in p.tags if t == "input" and "name" in a.get("class", "")) == len(clusters)
     assert sum(1 for t, a in p.tags if t == "svg") == 2  # by cluster, and by ground truth (--gt)
     assert p.count("circle") == 2 * len(df)
-    for t, a in p.tags:
+    for _tag, a in p.tags:
         ref = a.get("src") or a.get("href")
         if ref and not ref.startswith("#"):
             assert (out / ref).is_file(), ref
