@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from torch import nn
@@ -98,17 +96,15 @@ def test_paper_video_encoder_small_input():
 
 
 def test_paper_model_full_size_forward():
-    """Paper preset on its real input size, B=2 (~7 s on 2 CPU cores)."""
+    """Paper preset on its real input size, B=2 (~7 s on 2 CPU cores; speed is benchmarks/train.py's job)."""
     model = build_model("paper", num_clusters=12, num_heads=3).eval()
     assert model.feat_dim_v == model.feat_dim_a == 512
     v, a = _inputs(PRESETS["paper"], 2)
-    t = time.perf_counter()
     with torch.no_grad():
         out = model(v, a)
     assert out["video_logits"].shape == (3, 2, 12)
     assert out["audio_logits"].shape == (3, 2, 12)
     assert torch.isfinite(out["video_logits"]).all() and torch.isfinite(out["audio_logits"]).all()
-    assert time.perf_counter() - t < 120
 
 
 # -- heads and the module -------------------------------------------------------------------
