@@ -177,13 +177,18 @@ class Chromium:
     def url(self) -> str:
         return self.eval("location.href")
 
-    def click(self, selector: str) -> None:
-        """A real mouse click (press and release) at the centre of the first element matching ``selector``."""
+    def _centre(self, selector: str) -> list[float]:
+        """The viewport centre of the first element matching ``selector``, scrolled into view."""
         box = self.eval(f"(function(){{var e=document.querySelector({json.dumps(selector)});"
                         "if(!e) return null; e.scrollIntoView({block:'center'}); var r=e.getBoundingClientRect();"
                         "return [r.left + r.width/2, r.top + r.height/2];})()")
         if box is None:
             raise BrowserError(f"no element matches {selector}")
+        return box
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (press and release) at the centre of the first element matching ``selector``."""
+        box = self._centre(selector)
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
@@ -194,11 +199,7 @@ class Chromium:
         self.wait_event("Page.loadEventFired")
 
     def hover(self, selector: str) -> None:
-        box = self.eval(f"(function(){{var e=document.querySelector({json.dumps(selector)});"
-                        "if(!e) return null; e.scrollIntoView({block:'center'}); var r=e.getBoundingClientRect();"
-                        "return [r.left + r.width/2, r.top + r.height/2];})()")
-        if box is None:
-            raise BrowserError(f"no element matches {selector}")
+        box = self._centre(selector)
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
 
     def type_into(self, selector: str, text: str) -> None:

@@ -222,6 +222,19 @@ def features_from_frame(df: pd.DataFrame) -> FeatureTable:
     return FeatureTable(ids=ids, video=video, audio=audio)
 
 
+def feature_positions(df: pd.DataFrame, feats: FeatureTable) -> tuple[str, np.ndarray]:
+    """The id column that ``df`` and ``feats`` share (video_id, else path) and, per row of ``df``, its row
+    in ``feats`` (-1: none); duplicate ids in ``feats`` are refused."""
+    key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
+    if key is None:
+        raise VideolabelError("features and assignments share no id column (video_id or path)")
+    norm = norm_path if key == "path" else str
+    index = pd.Index(feats.ids[key].map(norm))
+    if index.duplicated().any():
+        raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
+    return key, index.get_indexer(df[key].astype(str).map(norm))
+
+
 def align_features(df: pd.DataFrame, feats: FeatureTable | np.ndarray | pd.DataFrame,
                    normalise: bool = True) -> np.ndarray:
     """Feature rows aligned to the rows of ``df`` (matched on video_id, else path)."""
@@ -231,14 +244,7 @@ def align_features(df: pd.DataFrame, feats: FeatureTable | np.ndarray | pd.DataF
         if feats.ndim != 2 or len(feats) != len(df):
             raise VideolabelError(f"features array must be [n_videos={len(df)}, D], got shape {feats.shape}")
         return l2_normalise(feats) if normalise else feats.astype(np.float32)
-    key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
-    if key is None:
-        raise VideolabelError("features and assignments share no id column (video_id or path)")
-    norm = norm_path if key == "path" else str
-    index = pd.Index(feats.ids[key].map(norm))
-    if index.duplicated().any():
-        raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
-    pos = index.get_indexer(df[key].map(norm))
+    key, pos = feature_positions(df, feats)
     missing = pos < 0
     if missing.any():
         ex = ", ".join(map(str, df[key][missing].iloc[:3]))

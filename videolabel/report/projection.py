@@ -50,17 +50,10 @@ def map_features(df: pd.DataFrame, feats, has_audio: np.ndarray) -> tuple[np.nda
     (matched on video_id, else path): ([M, D] float32, the row positions in ``df`` [M])."""
     import torch
 
-    from videolabel.groundtruth import norm_path
     from videolabel.kmeans import pooled_features
+    from videolabel.propagate import feature_positions
 
-    key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
-    if key is None:
-        raise VideolabelError("features and assignments share no id column (video_id or path)")
-    norm = norm_path if key == "path" else str
-    index = pd.Index(feats.ids[key].map(norm))
-    if index.duplicated().any():
-        raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
-    pos = index.get_indexer(df[key].astype(str).map(norm))
+    key, pos = feature_positions(df, feats)
     rows = np.flatnonzero(pos >= 0)
     if len(rows) == 0:
         raise VideolabelError(f"no video of the assignments is in the features file (matched by {key})")
