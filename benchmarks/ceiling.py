@@ -97,8 +97,8 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
     model = Tower(preset, tower, n_classes)
     if tower == "video":
         aug_t = VideoAugment(preset, train=True, color_jitter=cfg.color_jitter, norm=cfg.video_norm,
-                             flip_p=0.5 if cfg.flip else 0.0)
-        aug_e = VideoAugment(preset, train=False, norm=cfg.video_norm)
+                             flip_p=0.5 if cfg.flip else 0.0, view=cfg.video_view, gray=cfg.gray, invert_p=cfg.invert)
+        aug_e = VideoAugment(preset, train=False, norm=cfg.video_norm, view=cfg.video_view, gray=cfg.gray)
     else:
         aug_t = AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
                              norm=cfg.audio_norm, time_shift=cfg.audio_shift)

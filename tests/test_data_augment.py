@@ -270,3 +270,51 @@ def test_video_color_jitter_and_clip_norm():
     assert j.shape == p.shape and not torch.allclose(j, p)
     with pytest.raises(ValueError):
         VideoAugment("paper", train=True, color_jitter=1.5)
+
+
+def test_full_view_sees_the_whole_frame():
+    # a wide frame (64 x 128): the square view's eval box is the centre 64 x 64, the full view's all of it
+    v = torch.zeros(1, 4, 64, 128, 3, dtype=torch.uint8)
+    v[:, :, 30:34, 0:6] = 255  # a mark at the left edge
+    p = TINY.replace(name="edge", video_frames=2, video_crop=32, video_short_side=32, scale_jitter=(32, 36))
+    square = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    full = VideoAugment(p, train=False, mean=(0, 0, 0), std=(1, 1, 1), view="full")(v)
+    assert square.shape == full.shape == (1, 3, 2, 32, 32)
+    assert square.max() == 0  # the mark is cut away
+    assert full[0, 0, 0, 15:17, 0].min() > 0.9  # rows 30..33 of 64 -> 15..16 of 32; cols 0..5 of 128 -> 0..1.5
+    assert full[0, 0, 0, :, 4:].max() < 0.1  # nothing else is lit
+    # training boxes stay in the frame and cover the same fraction of both sides
+    out = VideoAugment(p, train=True, mean=(0, 0, 0), std=(1, 1, 1), view="full")(v, _gen(3))
+    assert out.shape == (1, 3, 2, 32, 32) and 0 <= float(out.min()) and float(out.max()) <= 1 + 1e-5
+    # on a square frame both views are the same box: the same output, bit for bit
+    sq = _video(2, 8, 64, 64)
+    for train in (False, True):
+        a = VideoAugment(SMALL, train=train)(sq, _gen(5))
+        b = VideoAugment(SMALL, train=train, view="full")(sq, _gen(5))
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        VideoAugment(SMALL, train=False, view="wide")
+
+
+def test_gray_and_invert():
+    v = _video(3, 8, 64, 86)
+    rgb = VideoAugment(SMALL, train=False, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    gray = VideoAugment(SMALL, train=False, mean=(0, 0, 0), std=(1, 1, 1), gray=True)(v)
+    assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 1], gray[:, 2])
+    lum = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    torch.testing.assert_close(gray[:, 0], lum, rtol=0, atol=1e-5)
+    # invert_p=1 reverses every training clip, invert_p=0 none; the crops are the same draws
+    kw = dict(train=True, mean=(0, 0, 0), std=(1, 1, 1), gray=True)
+    plain = VideoAugment(SMALL, **kw)(v, _gen(2))
+    inv = VideoAugment(SMALL, invert_p=1.0, **kw)(v, _gen(2))
+    torch.testing.assert_close(inv, 1.0 - plain, rtol=0, atol=1e-6)
+    half = VideoAugment(SMALL, invert_p=0.5, **kw)(_video(64, 4, 64, 86), _gen(4))
+    ref = VideoAugment(SMALL, **kw)(_video(64, 4, 64, 86), _gen(4))
+    flipped = [bool(torch.allclose(half[i], 1.0 - ref[i], atol=1e-6)) for i in range(64)]
+    same = [bool(torch.equal(half[i], ref[i])) for i in range(64)]
+    assert all(f != s for f, s in zip(flipped, same)) and 10 < sum(flipped) < 54
+    # evaluation never inverts
+    ev = VideoAugment(SMALL, train=False, invert_p=1.0, mean=(0, 0, 0), std=(1, 1, 1))(v)
+    assert torch.equal(ev, rgb)
+    with pytest.raises(ValueError):
+        VideoAugment(SMALL, train=True, invert_p=1.5)

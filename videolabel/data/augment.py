@@ -13,8 +13,13 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
      ``torchvision.ops.roi_align`` (bilinear; 2 x 2 samples averaged per output pixel when the box
      is at least twice the crop, a cheap anti-aliasing). One flat ``index_select`` on the uint8
      frames first cuts the chosen frames and a window around each box (temporal subsample and
-     ``degrade`` fold into its indices), so only that window is converted to float;
-  4. ``/255`` and per-channel z-normalisation; optional channels_last_3d memory format.
+     ``degrade`` fold into its indices), so only that window is converted to float. With
+     ``view="full"`` the box is the same fraction of each side instead of a square of the short
+     side: the whole stored frame is seen, squeezed to the square (an object near the edge of a
+     wide or tall frame is not cut away);
+  4. ``/255``; train: brightness/contrast jitter; optional ``gray`` (luminance in all 3 channels);
+     train: polarity reversal ``x -> 1 - x`` with probability ``invert_p``; then fixed or per-clip
+     z-normalisation; optional channels_last_3d memory format.
 
 :class:`AudioAugment` -> ``float [B, 1, F', T']``:
   1. train: volume jitter, ``+ 2 log g``, ``g ~ U(volume)`` per clip (the waveform gain in the log
@@ -105,6 +110,9 @@ class VideoAugment:
         flip_p: float = 0.5,
         color_jitter: float = 0.0,
         norm: str = "fixed",
+        view: str = "square",
+        gray: bool = False,
+        invert_p: float = 0.0,
     ) -> None:
         self.preset = get_preset(preset)
         self.train = bool(train)
@@ -128,6 +136,19 @@ class VideoAugment:
         if norm not in ("fixed", "clip"):
             raise ValueError(f"norm must be 'fixed' or 'clip', got {norm!r}")
         self.norm = norm
+        # "square": a square box of the short side (paper: short side resized, square crop); "full": a
+        # box of the same fraction of each side, so the whole stored frame is seen (squeezed to a square)
+        if view not in ("square", "full"):
+            raise ValueError(f"view must be 'square' or 'full', got {view!r}")
+        self.view = view
+        # luminance only (ITU-R BT.601 weights, copied to the 3 channels): the ink and paper colours of a
+        # source cannot carry its label
+        self.gray = bool(gray)
+        # training only: the clip's polarity is reversed (x -> 1 - x) with this probability, so that dark on
+        # light and light on dark are the same thing to the tower
+        self.invert_p = float(invert_p)
+        if not 0.0 <= self.invert_p <= 1.0:
+            raise ValueError(f"invert_p must be in [0, 1], got {invert_p}")
 
     def __repr__(self) -> str:
         return (
@@ -154,18 +175,23 @@ class VideoAugment:
         else:
             s = torch.full((B,), float(p.video_short_side), device=dev, dtype=torch.float64)
             s_min = float(p.video_short_side)
-        side = torch.clamp(short * crop / s, max=short)
+        if self.view == "square":
+            side_w = side_h = torch.clamp(short * crop / s, max=short)
+            max_w = max_h = min(short, short * crop / s_min)
+        else:  # "full": the same fraction of each side
+            side_w, side_h = torch.clamp(W * crop / s, max=float(W)), torch.clamp(H * crop / s, max=float(H))
+            max_w, max_h = min(float(W), W * crop / s_min), min(float(H), H * crop / s_min)
         if self.train:
-            x0 = (W - side) * u[:, 2]
-            y0 = (H - side) * u[:, 3]
+            x0 = (W - side_w) * u[:, 2]
+            y0 = (H - side_h) * u[:, 3]
         else:
-            x0 = (W - side) / 2
-            y0 = (H - side) / 2
+            x0 = (W - side_w) / 2
+            y0 = (H - side_h) / 2
 
         # 2. one gather cuts, in uint8, the frames (temporal subsample) and a window holding each
         #    box with the pixels bilinear sampling touches; ``degrade`` folds in as nearest indices
-        max_side = min(short, short * crop / s_min)
-        sh, sw = min(H, math.ceil(max_side) + 3), min(W, math.ceil(max_side) + 3)
+        max_side = max(max_w, max_h)
+        sh, sw = min(H, math.ceil(max_h) + 3), min(W, math.ceil(max_w) + 3)
         wy0 = torch.clamp(torch.floor(y0 - 0.5), min=0).long().clamp(max=H - sh)
         wx0 = torch.clamp(torch.floor(x0 - 0.5), min=0).long().clamp(max=W - sw)
         tidx = temporal_indices(T, Tn, B, None if u is None else u[:, 0], dev)  # [B, Tn]
@@ -182,9 +208,9 @@ class VideoAugment:
         # 3. resample each box to crop x crop (bilinear, up to 2 x 2 samples per output pixel)
         bx0 = (x0 - wx0).repeat_interleave(Tn)
         by0 = (y0 - wy0).repeat_interleave(Tn)
-        bside = side.repeat_interleave(Tn)
+        bside_w, bside_h = side_w.repeat_interleave(Tn), side_h.repeat_interleave(Tn)
         boxes = torch.stack(
-            [torch.arange(B * Tn, device=dev, dtype=torch.float64), bx0, by0, bx0 + bside, by0 + bside], dim=1
+            [torch.arange(B * Tn, device=dev, dtype=torch.float64), bx0, by0, bx0 + bside_w, by0 + bside_h], dim=1
         ).to(frames.dtype)  # [B*Tn, 5]: frame index, x1, y1, x2, y2
         ratio = max(1, min(2, math.ceil(max_side / crop)))
         out = roi_align(frames, boxes, output_size=(crop, crop), spatial_scale=1.0, sampling_ratio=ratio, aligned=True)
@@ -203,6 +229,13 @@ class VideoAugment:
             bright = (1 - j + 2 * j * v[:, 1]).reshape(B, 1, 1, 1, 1)
             m = out.mean(dim=(1, 2, 3, 4), keepdim=True)
             out = ((out - m) * contrast + m) * bright
+
+        if self.gray:
+            w = torch.tensor((0.299, 0.587, 0.114), device=dev, dtype=out.dtype).reshape(1, 1, 3, 1, 1)
+            out = (out * w).sum(dim=2, keepdim=True).expand(B, Tn, 3, crop, crop)
+        if self.train and self.invert_p > 0:
+            f = _rand((B,), generator, dev).to(out.dtype) < self.invert_p  # drawn last: old seeds unchanged
+            out = torch.where(f.reshape(B, 1, 1, 1, 1), 1.0 - out, out)
 
         # 5. normalise: (x - mean) / std, fixed statistics or the clip's own
         if self.norm == "clip":

@@ -70,6 +70,11 @@ class TrainConfig:
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
     flip: bool = True  # random horizontal flip of training clips (paper); off for content with a handedness
     color_jitter: float = 0.4  # brightness/contrast jitter of training clips (0 = paper: crop and flip only)
+    # what of each frame the video tower sees: "square" (the short side's square, paper) or "full" (the
+    # whole frame squeezed to the square: nothing near the edge of a wide or tall frame is cut away)
+    video_view: str = "square"
+    gray: bool = False  # frames as luminance only: ink and paper colours cannot carry a label (not in the paper)
+    invert: float = 0.0  # probability of reversing a training clip's polarity, x -> 1 - x (not in the paper)
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
     specaugment: bool = True
@@ -122,6 +127,8 @@ class TrainConfig:
         need(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
         need(0 <= self.audio_shift <= 1, "audio_shift must be in [0, 1]")
         need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
+        need(self.video_view in ("square", "full"), "video_view must be square or full")
+        need(0 <= self.invert <= 1, "invert must be in [0, 1]")
         need(self.audio_norm in ("fixed", "sample"), "audio_norm must be fixed or sample")
         need(self.workers >= 0, "workers must be >= 0")
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")

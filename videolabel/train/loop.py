@@ -146,13 +146,14 @@ class Trainer:
             self.model.to_channels_last()
         self.vaug_train = VideoAugment(self.preset, train=True, channels_last=self.cuda and cfg.channels_last,
                                        color_jitter=cfg.color_jitter, norm=cfg.video_norm,
-                                       flip_p=0.5 if cfg.flip else 0.0)
+                                       flip_p=0.5 if cfg.flip else 0.0, view=cfg.video_view, gray=cfg.gray,
+                                       invert_p=cfg.invert)
         self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
                                        specaugment=cfg.specaugment, norm=cfg.audio_norm,
                                        time_shift=cfg.audio_shift)
         # inference-time inputs, exactly as `videolabel assign` builds them (final BatchNorm statistics)
         self.vaug_eval = VideoAugment(self.preset, train=False, channels_last=self.cuda and cfg.channels_last,
-                                      norm=cfg.video_norm)
+                                      norm=cfg.video_norm, view=cfg.video_view, gray=cfg.gray)
         self.aaug_eval = AudioAugment(self.preset, train=False, log_floor=cfg.log_floor, specaugment=False,
                                       norm=cfg.audio_norm)
         if cfg.optimizer == "adamw":
