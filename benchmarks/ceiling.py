@@ -101,7 +101,7 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
         aug_e = VideoAugment(preset, train=False, norm=cfg.video_norm, view=cfg.video_view, gray=cfg.gray)
     else:
         aug_t = AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
-                             norm=cfg.audio_norm, time_shift=cfg.audio_shift)
+                             norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp)
         aug_e = AudioAugment(preset, train=False, log_floor=cfg.log_floor, specaugment=False, norm=cfg.audio_norm)
     key = "video" if tower == "video" else "audio"
     base_lr = cfg.lr * cfg.batch_size / 16.0

@@ -318,3 +318,27 @@ def test_gray_and_invert():
     assert torch.equal(ev, rgb)
     with pytest.raises(ValueError):
         VideoAugment(SMALL, train=True, invert_p=1.5)
+
+
+def test_audio_warp_moves_a_band_and_stretches_time():
+    from videolabel.data.augment import warp_spectrogram
+
+    x = torch.zeros(3, 64, 100)
+    x[:, 20, 40:60] = 1.0  # band 20, frames 40..59
+    u = torch.tensor([[0.5, 0.5], [1.0, 0.5], [0.5, 0.0]])  # identity; frequency x1.2; time x0.8
+    out = warp_spectrogram(x, u, 0.2)
+    torch.testing.assert_close(out[0], x[0], rtol=0, atol=1e-5)  # factors 1, 1: unchanged
+    assert int(out[1].sum(dim=1).argmax()) == 24  # band 20 -> 20 * 1.2
+    lit = (out[2, 20] > 0.5).nonzero().flatten()
+    assert 40 < int(lit.min()) and int(lit.max()) < 59 and 14 <= len(lit) <= 17  # 20 frames -> 16 about 49.5
+    # the module: off by default (bit for bit the old output), on in training only, seeded
+    a = _audio(8)
+    plain = AudioAugment("tiny", train=True)(a, _gen(1))
+    assert torch.equal(AudioAugment("tiny", train=True, warp=0.0)(a, _gen(1)), plain)
+    w1 = AudioAugment("tiny", train=True, warp=0.15)(a, _gen(1))
+    assert w1.shape == plain.shape and not torch.allclose(w1, plain)
+    assert torch.equal(AudioAugment("tiny", train=True, warp=0.15)(a, _gen(1)), w1)
+    ev = AudioAugment("tiny", train=False, warp=0.15)(a)
+    assert torch.equal(ev, AudioAugment("tiny", train=False)(a))
+    with pytest.raises(ValueError):
+        AudioAugment("tiny", train=True, warp=1.0)

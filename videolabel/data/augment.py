@@ -37,7 +37,9 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
   5. train: SpecAugment, ``freq_masks`` bands of width ``U{0..freq_width}`` and ``time_masks`` of
      width ``U{0..time_width}`` set to ``mask_value`` (0 = silence under ``"fixed"``); widths < 1
      are fractions of the model-side size;
-  6. a channel dimension.
+  6. train: optional ``warp``: frequency and time stretched by per-clip factors in ``[1 - w, 1 + w]``
+     (:func:`warp_spectrogram`);
+  7. a channel dimension.
 
 Randomness comes only from ``generator`` (drawn where the generator lives, then moved to the data's
 device), so a seeded generator gives identical output on every call order and device.
@@ -55,7 +57,7 @@ from torchvision.ops import roi_align
 
 from videolabel.models.presets import Preset, get_preset
 
-__all__ = ["AudioAugment", "VideoAugment", "temporal_indices"]
+__all__ = ["AudioAugment", "VideoAugment", "temporal_indices", "warp_spectrogram"]
 
 #: A generator for the batch, one generator per sample, or None (the global CPU generator).
 Randomness = torch.Generator | Sequence[torch.Generator] | None
@@ -251,6 +253,30 @@ class VideoAugment:
         return out.to(dtype=self.dtype).contiguous(memory_format=fmt)
 
 
+def warp_spectrogram(x: torch.Tensor, u: torch.Tensor, warp: float) -> torch.Tensor:
+    """Stretch each spectrogram ``x [B, F, T]`` along frequency and time (bilinear).
+
+    ``u [B, 2]`` in [0, 1) gives the factors ``a = 1 - warp + 2 warp u[:, 0]`` (frequency) and ``b``
+    (time, from ``u[:, 1]``): output band ``f`` reads input band ``f / a`` (the lowest band stays put,
+    so ``a > 1`` moves energy up, as a shorter vocal tract does) and output frame ``t`` reads input
+    frame ``c + (t - c) / b`` about the centre ``c``. Points outside the input read 0 (silence under
+    the ``"fixed"`` normalisation)."""
+    B, Fm, Tm = x.shape
+    dev = x.device
+    uf = u.to(device=dev, dtype=torch.float32)
+    a = (1.0 - warp + 2.0 * warp * uf[:, 0]).reshape(B, 1)
+    b = (1.0 - warp + 2.0 * warp * uf[:, 1]).reshape(B, 1)
+    src_f = torch.arange(Fm, device=dev, dtype=torch.float32).reshape(1, Fm) / a  # [B, F]
+    c = (Tm - 1) / 2.0
+    src_t = c + (torch.arange(Tm, device=dev, dtype=torch.float32).reshape(1, Tm) - c) / b  # [B, T]
+    # grid_sample's coordinates, align_corners=True: -1 and 1 are the centres of the first and last bins
+    gy = (2.0 * src_f / max(Fm - 1, 1) - 1.0).reshape(B, Fm, 1).expand(B, Fm, Tm)
+    gx = (2.0 * src_t / max(Tm - 1, 1) - 1.0).reshape(B, 1, Tm).expand(B, Fm, Tm)
+    grid = torch.stack([gx, gy], dim=-1)
+    out = F.grid_sample(x.unsqueeze(1).float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out.squeeze(1).to(x.dtype)
+
+
 def _width(spec: float, size: int) -> int:
     return int(round(spec * size)) if spec < 1 else int(spec)
 
@@ -273,6 +299,7 @@ class AudioAugment:
         norm: str = "fixed",
         norm_scale: float = 4.0,
         time_shift: float = 0.0,
+        warp: float = 0.0,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.preset = get_preset(preset)
@@ -289,6 +316,12 @@ class AudioAugment:
             raise ValueError(f"norm must be 'fixed', 'sample' or 'none', got {norm!r}")
         self.norm = norm
         self.norm_scale = float(norm_scale)
+        # training only: each spectrogram's frequency axis (from its lowest band) and time axis (about
+        # its centre) are stretched by factors ~ U[1 - warp, 1 + warp], a vocal-tract-length and tempo
+        # perturbation: a voice's formants and pace no longer identify it exactly (not in the paper)
+        self.warp = float(warp)
+        if not 0.0 <= self.warp < 1.0:
+            raise ValueError(f"warp must be in [0, 1), got {warp}")
         # training only: circular shift along time by up to this fraction of the frames, per clip, so
         # that when something is said in the window cannot identify a video (its content still can)
         self.time_shift = float(time_shift)
@@ -359,6 +392,10 @@ class AudioAugment:
             if self.time_masks > 0:
                 mask |= self._masks(B, Tm, self.time_masks, _width(self.time_width, Tm), generator, dev)[:, None, :]
             x = x.masked_fill(mask, self.mask_value)
+
+        # 6. warp (train): frequency and time scaled by their own factors ~ U[1 - w, 1 + w] per clip
+        if self.train and self.warp > 0:
+            x = warp_spectrogram(x, _rand((B, 2), generator, dev), self.warp)
 
         return x.unsqueeze(1).to(self.dtype).contiguous()
 

@@ -78,6 +78,7 @@ class TrainConfig:
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
     specaugment: bool = True
+    audio_warp: float = 0.0  # training spectrograms' frequency and time stretched by U[1 -/+ w] (not in the paper)
     eval_batch_size: int = 64
     workers: int = 4  # loader processes per training process
     prefetch: int = 4
@@ -126,6 +127,7 @@ class TrainConfig:
         need(self.log_floor >= 0, "log_floor must be >= 0")
         need(0 <= self.color_jitter < 1, "color_jitter must be in [0, 1)")
         need(0 <= self.audio_shift <= 1, "audio_shift must be in [0, 1]")
+        need(0 <= self.audio_warp < 1, "audio_warp must be in [0, 1)")
         need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
         need(self.video_view in ("square", "full"), "video_view must be square or full")
         need(0 <= self.invert <= 1, "invert must be in [0, 1]")

@@ -150,7 +150,7 @@ class Trainer:
                                        invert_p=cfg.invert)
         self.aaug_train = AudioAugment(self.preset, train=True, log_floor=cfg.log_floor,
                                        specaugment=cfg.specaugment, norm=cfg.audio_norm,
-                                       time_shift=cfg.audio_shift)
+                                       time_shift=cfg.audio_shift, warp=cfg.audio_warp)
         # inference-time inputs, exactly as `videolabel assign` builds them (final BatchNorm statistics)
         self.vaug_eval = VideoAugment(self.preset, train=False, channels_last=self.cuda and cfg.channels_last,
                                       norm=cfg.video_norm, view=cfg.video_view, gray=cfg.gray)
