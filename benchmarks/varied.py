@@ -108,8 +108,12 @@ def synthesise(out: Path, espeak: str) -> Path:
     return out
 
 
-def build_collection(work: Path, digits: str, data_seed: int, style: str = "varied") -> tuple[Path, Path]:
-    """The five groups built into ``work/videos/gN/...``; returns (videos folder, labels.csv)."""
+def build_collection(work: Path, digits: str, data_seed: int, style: str = "varied",
+                     voices_per: str = "group") -> tuple[Path, Path]:
+    """The five groups built into ``work/videos/gN/...``; returns (videos folder, labels.csv).
+
+    ``voices_per="group"``: each group has its own four voices (a source with its own speakers);
+    ``"collection"``: every group draws from all 20 voices, so the voice says nothing of the group."""
     mod = load_builder()
     videos, labels = work / "videos", work / "labels.csv"
     if labels.is_file():
@@ -121,7 +125,8 @@ def build_collection(work: Path, digits: str, data_seed: int, style: str = "vari
     rows: list[dict[str, Any]] = []
     per_group = len(VOICES) // len(GROUPS)
     for g, (size, fps, seconds, codec) in enumerate(GROUPS):
-        speakers = [speaker_name(*v) for v in VOICES[g * per_group:(g + 1) * per_group]]
+        own = VOICES[g * per_group:(g + 1) * per_group] if voices_per == "group" else VOICES
+        speakers = [speaker_name(*v) for v in own]
         out = work / "groups" / f"g{g}"
         log(f"building group {g}: {size} {fps:g} fps {seconds:g} s {codec}, voices {', '.join(speakers)}")
         mod.build(out, fsdd=voices, digits=digits, per_class=PER_CLASS, speakers=speakers, size=size, fps=fps,
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     mod = load_builder()
     digits = args.digits or str(mod.DEFAULT_DIGITS)
-    videos, labels = build_collection(work, digits, args.data_seed, args.style)
+    videos, labels = build_collection(work, digits, args.data_seed, args.style, args.voices)
     t_build = time.perf_counter() - t0
     cache = work / "cache"
     t0 = time.perf_counter()
@@ -243,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the build (default 0)")
+    ap.add_argument("--voices", default="group", choices=("group", "collection"),
+                    help="group: each file group has its own 4 voices (default); collection: all 20 voices in every group")
     ap.add_argument("--style", default="varied", choices=("varied", "plain"),
                     help="the builder's look: varied (default) or plain (AV-Digits' grey look, other sound and files)")
     args = ap.parse_args(argv)

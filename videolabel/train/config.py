@@ -161,6 +161,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "label_bn": "batch",
         "decorrelate": False,
         "video_norm": "clip",
+        "video_view": "full",  # the whole frame: on square frames (AV-Digits) the same box, bit for bit
         "color_jitter": 0.4,
         "flip": False,
         "align_proposals": 5000,
