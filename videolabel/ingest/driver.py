@@ -26,7 +26,9 @@ from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
 from videolabel.ingest.discover import Source, discover, parse_part, select_part
 from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards
-from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
+from videolabel.ingest.worker import (
+    Settings, VideoResult, failed_result, init_worker, load_spill, noop, process_video, spill_if_asked,
+)
 from videolabel.media.binary import find_ffmpeg, ffmpeg_version
 
 DEFAULT_TIMEOUT = 600.0
@@ -200,6 +202,11 @@ def _mp_context() -> mp.context.BaseContext:
     return mp.get_context(method)
 
 
+def _decode_task(source: Source, settings: Settings) -> VideoResult:
+    """What a pool worker runs: :func:`process_video`, its arrays then handed over in a file."""
+    return spill_if_asked(process_video(source, settings), settings)
+
+
 class _Decoder:
     """Runs :func:`process_video` over sources: in-process for one worker, else in a process pool.
 
@@ -248,7 +255,7 @@ class _Decoder:
                         break
                     queue.popleft()
                     try:
-                        running[self.pool.submit(process_video, s, self.settings)] = (s, attempt)
+                        running[self.pool.submit(_decode_task, s, self.settings)] = (s, attempt)
                     except cf.process.BrokenProcessPool:
                         queue.appendleft((s, attempt))
                         broken = True
@@ -366,11 +373,15 @@ def run_ingest(
             workers = min(workers, len(todo))
             summary.workers = workers
             threads = max(1, cores // workers)
-            settings = Settings(config, ffmpeg_path, float(timeout), threads)
             writer = ShardWriter(
                 cache, part, frames=config.frames, height=config.height, width=config.width,
                 n_mels=config.n_mels, mel_frames=config.mel_frames,
             )
+            spill = None
+            if workers > 1:  # pool workers hand their arrays over in files next to the shards
+                writer.shards_dir.mkdir(parents=True, exist_ok=True)
+                spill = writer.spill_prefix
+            settings = Settings(config, ffmpeg_path, float(timeout), threads, spill_prefix=spill)
             decoder = _Decoder(settings, workers)
             decoder.start()
             n_done = 0
@@ -381,7 +392,11 @@ def run_ingest(
                     f"with {workers} workers -> {cache}",
                 )
                 for res in decoder.results(todo):
-                    writer.add(res.record, res.video, res.audio, res.clip_starts, res.audio_starts)
+                    if res.spill is not None and on_result is not None:
+                        load_spill(res)  # the caller sees the arrays, as without a pool
+                    writer.add(res.record, res.video, res.audio, res.clip_starts, res.audio_starts,
+                               spill=None if res.spill is None or res.spill_shapes is None
+                               else (res.spill, res.spill_shapes[0][0]))
                     n_done += 1
                     st = res.status
                     if st == "ok":

@@ -114,7 +114,7 @@ class NpyAppender:
         longest = len(_npy_header(self.dtype, (10**15, *self.item_shape), 4096).rstrip(b" \n"))
         self.header_len = ((longest + 1 + 63) // 64) * 64
         self.tmp = tmp_path(final)
-        self.fh = open(self.tmp, "wb")
+        self.fh = open(self.tmp, "wb", buffering=0)  # unbuffered: append_file copies at the fd's position
         self.fh.write(b"\0" * self.header_len)
         self.rows = 0
 
@@ -122,8 +122,46 @@ class NpyAppender:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
         if tuple(arr.shape[1:]) != self.item_shape:
             raise ValueError(f"shape {arr.shape} does not match items {self.item_shape}")
-        self.fh.write(memoryview(arr).cast("B"))
+        view = memoryview(arr).cast("B")
+        while view:
+            view = view[self.fh.write(view):]
         self.rows += arr.shape[0]
+
+    def mark(self) -> tuple[int, int]:
+        return self.rows, os.lseek(self.fh.fileno(), 0, os.SEEK_CUR)
+
+    def rewind(self, mark: tuple[int, int]) -> None:
+        """Back to a :meth:`mark` (drops what was appended since)."""
+        self.rows, pos = mark
+        os.ftruncate(self.fh.fileno(), pos)
+        os.lseek(self.fh.fileno(), pos, os.SEEK_SET)
+
+    def append_file(self, src: int, offset: int, rows: int) -> int:
+        """Append ``rows`` items stored at ``offset`` of the open file ``src`` (a worker's spill file),
+        copied in the kernel (``copy_file_range``; read/write where it is refused). Returns the offset
+        after them."""
+        nbytes = rows * int(np.prod(self.item_shape, dtype=np.int64)) * self.dtype.itemsize
+        end = offset + nbytes
+        pos = offset
+        copy = getattr(os, "copy_file_range", None)
+        while copy is not None and pos < end:
+            try:
+                n = copy(src, self.fh.fileno(), end - pos, pos)
+            except OSError:  # another file system, an old kernel: copy in user space
+                break
+            if n == 0:
+                raise OSError(f"spill file ends {end - pos} bytes early")
+            pos += n
+        while pos < end:
+            chunk = os.pread(src, min(end - pos, 1 << 24), pos)
+            if not chunk:
+                raise OSError(f"spill file ends {end - pos} bytes early")
+            view = memoryview(chunk)
+            while view:
+                view = view[self.fh.write(view):]
+            pos += len(chunk)
+        self.rows += rows
+        return end
 
     def commit(self) -> None:
         self.fh.seek(0)
@@ -174,21 +212,48 @@ class ShardWriter:
     def pending_ok(self) -> int:
         return len(self.ok_rows)
 
+    @property
+    def spill_prefix(self) -> str:
+        """Where decode workers put a result's arrays (:func:`videolabel.ingest.worker.spill_arrays`): a
+        temporary name of this writer's part, so that leftovers of a killed run are garbage."""
+        return str(self.shards_dir / f".{self.prefix}-9")
+
     def add(self, record: dict[str, Any], video: np.ndarray | None = None, audio: np.ndarray | None = None,
-            clip_starts: Iterable[float] = (), audio_starts: Iterable[float] = ()) -> None:
-        """Add one processed video: ``ok`` with its arrays, or failed/skipped (record only)."""
+            clip_starts: Iterable[float] = (), audio_starts: Iterable[float] = (), *,
+            spill: tuple[str, int] | None = None) -> None:
+        """Add one processed video: ``ok`` with its arrays (or ``spill``: the file holding its clips and
+        their number; the file is removed), or failed/skipped (record only)."""
         if record["status"] != "ok":
             self.failed_rows.append(dict(record, shard=None, shard_offset=None))
+            if spill is not None:
+                Path(spill[0]).unlink(missing_ok=True)
             return
-        assert video is not None and audio is not None
         if self._video is None:
             self.shards_dir.mkdir(parents=True, exist_ok=True)
             self._video = NpyAppender(self.shards_dir / f"{self.name}{VIDEO_SUFFIX}", np.uint8, self.video_shape)
             self._audio = NpyAppender(self.shards_dir / f"{self.name}{AUDIO_SUFFIX}", np.float16, self.audio_shape)
-        offset = self._video.rows
-        self._video.append(video)
         assert self._audio is not None
-        self._audio.append(audio)
+        offset = self._video.rows
+        if spill is not None:
+            path, rows = spill
+            marks = self._video.mark(), self._audio.mark()
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    at = self._video.append_file(fd, 0, rows)
+                    self._audio.append_file(fd, at, rows)
+                finally:
+                    os.close(fd)
+            except BaseException:  # the shard must not keep half a video
+                self._video.rewind(marks[0])
+                self._audio.rewind(marks[1])
+                raise
+            finally:
+                Path(path).unlink(missing_ok=True)
+        else:
+            assert video is not None and audio is not None
+            self._video.append(video)
+            self._audio.append(audio)
         self.ok_rows.append(dict(record, shard=self.name, shard_offset=offset))
         for k, (s, a) in enumerate(zip(clip_starts, audio_starts)):
             self.clip_rows.append({"video_id": record["video_id"], "clip": k, "start_s": float(s), "audio_start_s": float(a)})

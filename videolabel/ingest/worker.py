@@ -7,6 +7,7 @@ may stop the run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -38,6 +39,9 @@ class Settings:
     ffmpeg: str
     timeout: float
     threads: int = 1
+    #: pool workers write a result's arrays to a file starting with this path (see :func:`spill_arrays`)
+    #: instead of sending them back pickled; None: arrays stay in the result (in-process decoding)
+    spill_prefix: str | None = None
 
 
 @dataclass
@@ -48,6 +52,9 @@ class VideoResult:
     audio: np.ndarray | None = None  # float16 [n_clips, n_mels, mel_frames]
     clip_starts: list[float] = field(default_factory=list)  # seconds
     audio_starts: list[float] = field(default_factory=list)  # seconds (may be < 0)
+    #: set by :func:`spill_arrays`: the file holding the video bytes then the audio bytes, and their shapes
+    spill: str | None = None
+    spill_shapes: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @property
     def status(self) -> str:
@@ -152,6 +159,61 @@ def process_video(source: Source, settings: Settings) -> VideoResult:
         rec.update(status="failed", error=_one_line(f"{type(exc).__name__}: {exc}"), n_clips=0)
     rec["decode_s"] = round(time.monotonic() - t0, 4)
     return VideoResult(source, rec)
+
+
+_spilled = 0
+
+
+def spill_arrays(res: VideoResult, prefix: str) -> VideoResult:
+    """Move ``res``'s arrays into the file ``<prefix><pid><n>.spill`` (video bytes, then audio bytes).
+
+    A pool worker returns the result without its arrays, so that they do not cross the result pipe
+    pickled (four user-space copies of megabytes per video and a pipe round trip per 64 KiB): the
+    single writer copies them from the file into the shard in the kernel
+    (:meth:`videolabel.ingest.shards.NpyAppender.append_file`) and removes it. The name parses as a
+    temporary file of the writer's part, so a run that dies leaves nothing the next run keeps.
+    """
+    global _spilled
+    if res.video is None or res.audio is None:
+        return res
+    _spilled += 1
+    path = f"{prefix}{os.getpid()}{_spilled:06d}.spill"
+    video, audio = np.ascontiguousarray(res.video), np.ascontiguousarray(res.audio)
+    try:
+        with open(path, "wb", buffering=0) as fh:
+            for arr in (video, audio):
+                view = memoryview(arr).cast("B")
+                while view:
+                    view = view[fh.write(view):]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    res.spill, res.spill_shapes = path, (tuple(video.shape), tuple(audio.shape))
+    res.video = res.audio = None
+    return res
+
+
+def load_spill(res: VideoResult) -> VideoResult:
+    """The arrays of a spilled result back in memory (for ``on_result`` callers); the file stays."""
+    if res.spill is None or res.spill_shapes is None:
+        return res
+    vshape, ashape = res.spill_shapes
+    nv = int(np.prod(vshape))
+    data = np.fromfile(res.spill, np.uint8)
+    res.video = data[:nv].reshape(vshape)
+    res.audio = data[nv:].view(np.float16).reshape(ashape)
+    return res
+
+
+def spill_if_asked(res: VideoResult, settings: Settings) -> VideoResult:
+    """A pool worker's result with its arrays spilled to a file when ``settings`` asks for it."""
+    if settings.spill_prefix is not None:
+        try:
+            spill_arrays(res, settings.spill_prefix)
+        except OSError:  # a full disk, say: send the arrays pickled instead
+            res.spill = res.spill_shapes = None
+    return res
 
 
 def _fill_info(rec: dict[str, Any], info: MediaInfo) -> None:
