@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / ".gpu_bundle")
     ap.add_argument("--per-class", type=int, default=30, help="videos per digit (default 30: 300 videos)")
-    ap.add_argument("--clips-per-video", type=int, default=2)
+    ap.add_argument("--clips-per-video", type=int, default=1)
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
     if args.out.exists():

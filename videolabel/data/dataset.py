@@ -197,7 +197,8 @@ class ShardDataset(torch.utils.data.Dataset):
             video_t, audio_t = _shared(vshape, torch.uint8), _shared(ashape, torch.float16)
             video, audio = video_t.numpy(), audio_t.view(torch.int16).numpy().view(np.float16)
         else:
-            video, audio = self._buffers.get(vshape, np.dtype(np.uint8)), self._buffers.get(ashape, np.dtype(np.float16))
+            video = self._buffers.get(vshape, np.dtype(np.uint8))
+            audio = self._buffers.get(ashape, np.dtype(np.float16))
             video_t, audio_t = torch.from_numpy(video), torch.from_numpy(audio)
         shards = self.clip_shard[idx]
         for s in np.unique(shards).tolist():
