@@ -10,7 +10,7 @@ PER_CLASS ?= 60
 REUSE     ?= 2
 EPOCHS    ?= 12
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint clean-demo gpu-bundle
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ lint: install
 	$(PY) -m pip install -q -c constraints.txt ruff mypy
 	$(PY) -m ruff check videolabel tests
 	$(PY) -m mypy
+
+# What the GPU machine cannot make (no ffmpeg there): an AV-Digits cache ingested here, packed into
+# .gpu_bundle/ (git-ignored); prints the device command and its carry list (benchmarks/gpu_suite.py)
+gpu-bundle: install
+	$(PY) benchmarks/gpu_bundle.py --out .gpu_bundle
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -7,11 +7,17 @@ in ``--data``), then in one run times:
 (b) bare ffmpeg on the same files at the same parallelism: per video one process decoding the whole
     video to rgb24 rawvideo at the same fps / scale / crop into a pipe, and one decoding the audio
     to mono f32le at the same sample rate into a pipe - what a minimal script would do;
-(c) random-access reads through ``ShardDataset.__getitems__`` with random batches, in this one
-    process (clips/s per core), page cache warm (the cache was just written).
+(c) random-access reads through ``ShardDataset.__getitems__`` with random batches and through
+    ``__getitem__`` with random single clips, in one process (clips/s per core), after one warm-up
+    pass over every clip (page cache warm and every page of the maps touched, for both paths alike),
+    the two paths alternating.
 
 (a) and (b) alternate for ``--rounds`` rounds (shared machines are noisy): the report gives the best
-and the median wall time of each, and CPU seconds (user + sys of this process and its children).
+and the median wall time of each, and CPU seconds (user + sys of the process and its children).
+
+``--baseline DIR`` (a checkout of earlier code, e.g. ``git worktree add /tmp/old HEAD~3``) adds that
+code's ``run_ingest`` and reads to the same rounds, so before and after are measured side by side:
+each contender runs in a child process with its code first on ``sys.path``.
 
     python benchmarks/ingest.py                     # 200 videos of 10 s, 640x360
     python benchmarks/ingest.py --n 40 --seconds 4  # quick
@@ -92,23 +98,54 @@ def bare_ffmpeg(ffmpeg: str, paths: list[Path], cfg: IngestConfig, workers: int)
     return time.monotonic() - t
 
 
-def reads(cache: Path, batch: int, seconds: float) -> tuple[float, float, int]:
-    """(clips/s through __getitems__, clips/s through __getitem__, clips in the cache), one process."""
+def reads(cache: Path, batch: int, seconds: float, rounds: int = 3) -> tuple[float, float, int]:
+    """(clips/s through __getitems__, clips/s through __getitem__, clips in the cache), one process:
+    best of ``rounds`` alternating rounds of ``seconds / 2`` each, after a warm-up pass."""
     ds = ShardDataset(cache)
     rng = np.random.default_rng(0)
-    n = 0
-    t = time.monotonic()
-    while time.monotonic() - t < seconds:
-        b = ds.__getitems__(rng.integers(0, len(ds), batch).tolist())
-        n += b["video"].shape[0]
-    batched = n / (time.monotonic() - t)
-    n = 0
-    t = time.monotonic()
-    while time.monotonic() - t < seconds / 2:
-        ds[int(rng.integers(0, len(ds)))]
-        n += 1
-    single = n / (time.monotonic() - t)
-    return batched, single, len(ds)
+    for i in range(0, len(ds), batch):  # touch every page of the maps once (both paths read them)
+        ds.__getitems__(list(range(i, min(len(ds), i + batch))))
+    ds[0]
+    best_b = best_s = 0.0
+    for _ in range(rounds):
+        n = 0
+        t = time.monotonic()
+        while time.monotonic() - t < seconds / 2:
+            b = ds.__getitems__(rng.integers(0, len(ds), batch).tolist())
+            n += b["video"].shape[0]
+        best_b = max(best_b, n / (time.monotonic() - t))
+        n = 0
+        t = time.monotonic()
+        while time.monotonic() - t < seconds / 2:
+            ds[int(rng.integers(0, len(ds)))]
+            n += 1
+        best_s = max(best_s, n / (time.monotonic() - t))
+    return best_b, best_s, len(ds)
+
+
+def _child(code: Path, what: str, *args: str) -> dict:
+    """Run ``what`` (ingest or reads) of this script in a child process with ``code`` first on sys.path."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), f"--_{what}", *args], env=env,
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} with {code} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _child_main(argv: list[str]) -> None:
+    """The child of :func:`_child`: ``--_ingest SRC OUT WORKERS SHARD CLIPS`` or ``--_reads CACHE BATCH SECONDS``."""
+    import videolabel
+
+    if argv[0] == "--_ingest":
+        src, out, workers, shard, clips = argv[1:6]
+        c0 = _cpu()
+        s = run_ingest(Path(src), Path(out), IngestConfig(clips_per_video=int(clips)), workers=int(workers),
+                       shard_size=int(shard), progress="none")
+        print(json.dumps({"seconds": s.seconds, "cpu": _cpu() - c0, "ingested": s.ingested, "code": videolabel.__file__}))
+    else:
+        b, s1, n = reads(Path(argv[1]), int(argv[2]), float(argv[3]))
+        print(json.dumps({"batched": b, "single": s1, "clips": n, "code": videolabel.__file__}))
 
 
 def _cpu() -> float:
@@ -131,33 +168,42 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "videolabel-bench-data")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (default 3)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of earlier code: its ingest and reads run in the same rounds")
     args = ap.parse_args()
+    here = Path(__file__).resolve().parents[1]
 
     ffmpeg = find_ffmpeg()
+    load0 = round(os.getloadavg()[0], 2)
     cfg = IngestConfig(clips_per_video=args.clips_per_video)
     name = f"{args.n}x{args.seconds:g}s-{args.size}" + (f"-g{args.gop}" if args.gop else "")
     paths = generate(ffmpeg, args.data / name, args.n, args.seconds, args.size, args.workers, args.gop)
     src = paths[0].parent
     work = Path(tempfile.mkdtemp(prefix="videolabel-bench-"))
-    walls: dict[str, list[float]] = {"ingest": [], "bare": []}
-    cpus: dict[str, list[float]] = {"ingest": [], "bare": []}
+    codes = {"ingest": here} if args.baseline is None else {"ingest": here, "baseline": args.baseline.resolve()}
+    walls: dict[str, list[float]] = {k: [] for k in ("bare", *codes)}
+    cpus: dict[str, list[float]] = {k: [] for k in walls}
+    read_res: dict[str, dict] = {}
     try:
         for p in paths:  # warm the page cache for both contenders alike
             p.read_bytes()
         for rnd in range(args.rounds):
             c0 = _cpu()
             walls["bare"].append(bare_ffmpeg(ffmpeg, paths, cfg, args.workers))
-            c1 = _cpu()
-            shutil.rmtree(work / "cache", ignore_errors=True)
-            s = run_ingest(src, work / "cache", cfg, workers=args.workers, shard_size=args.shard_size, progress="none")
-            c2 = _cpu()
-            assert s.ingested == args.n, s.to_dict()
-            walls["ingest"].append(s.seconds)
-            cpus["bare"].append(c1 - c0)
-            cpus["ingest"].append(c2 - c1)
-            print(f"round {rnd + 1}: bare {walls['bare'][-1]:.2f} s, ingest {walls['ingest'][-1]:.2f} s", file=sys.stderr)
-        r_batched, r_single, n_clips = reads(work / "cache", args.batch, args.read_seconds)
-        size_mb = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file()) / 1e6
+            cpus["bare"].append(_cpu() - c0)
+            order = list(codes) if rnd % 2 == 0 else list(reversed(codes))
+            for name in order:
+                shutil.rmtree(work / name, ignore_errors=True)
+                r = _child(codes[name], "ingest", str(src), str(work / name), str(args.workers), str(args.shard_size),
+                           str(args.clips_per_video))
+                assert r["ingested"] == args.n, r
+                walls[name].append(r["seconds"])
+                cpus[name].append(r["cpu"])
+            print(f"round {rnd + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in walls.items()), file=sys.stderr)
+        for name in codes:  # every code reads the cache this code wrote (the same bytes)
+            read_res[name] = _child(codes[name], "reads", str(work / "ingest"), str(args.batch), str(args.read_seconds))
+        r_batched, r_single, n_clips = read_res["ingest"]["batched"], read_res["ingest"]["single"], read_res["ingest"]["clips"]
+        size_mb = sum(f.stat().st_size for f in (work / "ingest").rglob("*") if f.is_file()) / 1e6
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -186,7 +232,17 @@ def main() -> None:
         "read_clips_per_s_batched": round(r_batched, 1),
         "read_batch": args.batch,
         "read_clips_per_s_single": round(r_single, 1),
+        "loadavg_1m_at_start": load0,
     }
+    if args.baseline is not None:
+        res["baseline"] = {
+            "code": str(args.baseline), "ingest_s_best": round(best["baseline"], 2), "ingest_s_median": round(med["baseline"], 2),
+            "ratio_ingest_over_bare_best": round(best["bare"] / best["baseline"], 2),
+            "ratio_ingest_over_bare_median": round(med["bare"] / med["baseline"], 2),
+            "ingest_cpu_s_per_video": round(cpu["baseline"] / args.n, 4),
+            "read_clips_per_s_batched": round(read_res["baseline"]["batched"], 1),
+            "read_clips_per_s_single": round(read_res["baseline"]["single"], 1),
+        }
     if args.json:
         print(json.dumps(res, indent=2))
         return
@@ -201,7 +257,17 @@ def main() -> None:
           f"{res['ratio_ingest_over_bare_median']:.2f}x median (goal >= 0.8x)")
     print(f"(c) random reads: {r_batched:.0f} clips/s per core (__getitems__, batch {args.batch}), "
           f"{r_single:.0f} clips/s (__getitem__)")
+    if args.baseline is not None:
+        b = res["baseline"]
+        print(f"baseline {args.baseline}: ingest best {b['ingest_s_best']:.2f} s median {b['ingest_s_median']:.2f} s, "
+              f"{b['ingest_cpu_s_per_video']:.3f} CPU s/video, ratio {b['ratio_ingest_over_bare_best']:.2f}x best "
+              f"{b['ratio_ingest_over_bare_median']:.2f}x median; reads {b['read_clips_per_s_batched']:.0f} batched, "
+              f"{b['read_clips_per_s_single']:.0f} single")
+    print(f"load average (1 min) at start {load0}, at end {res['machine']['loadavg_1m_at_end']}")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] in ("--_ingest", "--_reads"):
+        _child_main(sys.argv[1:])
+    else:
+        main()

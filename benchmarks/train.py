@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--cache", default=None, help="use this cache instead of a synthetic one")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count the FLOPs of one training step (torch.utils.flop_counter; for MFU)")
+    ap.add_argument("--cpu-bf16", action="store_true",
+                    help="CPU only: bf16 autocast and channels-last-3d inputs, as on CUDA (exercises those branches)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         })
         tr = Trainer(cache, Path(tmp) / "run", cfg, device=args.device)
         dev = tr.dev
+        if args.cpu_bf16 and not cuda:  # the CUDA branches of the step, on the CPU
+            tr._autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # type: ignore[method-assign]
+            for aug in (tr.vaug_train, tr.vaug_eval):
+                aug.channels_last = True
         n = tr.n
         total = args.warmup + args.steps
         labels = torch.randint(0, args.clusters, (args.heads, n), device=dev)
@@ -127,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             tr.train_step(video, audio, y, has_audio[vidx], step)
         sync(dev)
         model_only = args.steps * batch / (time.perf_counter() - t0)
+        flops = None
+        if args.flops:  # one step counted (forward, backward; the optimizer's few FLOPs are not)
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            with counter:
+                tr.train_step(video, audio, y, has_audio[vidx], args.warmup + args.steps)
+            flops = counter.get_total_flops() / batch
 
         # --- label pass (eval forward + train-time augmentations, per-clip generators)
         m = min(n, 8 * cfg.eval_batch_size)
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e_clips_per_s": round(e2e, 1), "model_only_clips_per_s": round(model_only, 1),
         "e2e_over_model_only": round(e2e / model_only, 3), "data_wait": round(data_wait, 4),
         "peak_gpu_mem_gib": None if not cuda else round(peak, 2), "label_pass_clips_per_s": round(label_pass, 1),
+        "train_flops_per_clip": flops, "cpu_bf16": bool(args.cpu_bf16 and not cuda),
     }
     if args.json:
         print(json.dumps(res))
