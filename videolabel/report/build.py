@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -252,7 +253,7 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
     a = load_assignments(assignments_path)
     feats = None
     if features is not None:
-        from videolabel.propagate import load_features
+        from videolabel.features import load_features
 
         feats = load_features(features)
     ds = ShardDataset(cache)
@@ -342,7 +343,7 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
 
     cache_dir = Path(cache)
     clusters = sorted(df["_cluster"].unique().tolist())
-    summary = []
+    summary: list[dict[str, Any]] = []
     audio_jobs = []
     pages: dict[int, list[tuple[_Item, dict]]] = {}
     seeds: dict[str, list[list[str]]] = {}
@@ -413,7 +414,7 @@ def build_report(assignments_path: str | Path, cache: str | Path, out: str | Pat
 
     def run_audio(job) -> None:
         info, src, wav, astart = job
-        ok = wav.exists() or M.extract_audio(ff, src, wav, start_s=astart, duration_s=cfg.audio_seconds,
+        ok = wav.exists() or M.extract_audio(cast(str, ff), src, wav, start_s=astart, duration_s=cfg.audio_seconds,
                                              sample_rate=cfg.sample_rate)
         if ok:
             info["audio"] = f"media/{wav.name}"
