@@ -130,7 +130,8 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
     try:
         import fiftyone as fo
     except Exception:  # noqa: BLE001 - missing or broken install
-        raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed (pip install fiftyone)") from None
+        raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed "
+                              "(pip install fiftyone)") from None
     col = cluster_column(df, head)
     heads = sorted(head_columns(df.columns))
     root = Path(source_root).resolve()

@@ -33,7 +33,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import ffmpeg as ffmpeg_python
 import numpy as np
@@ -69,7 +69,8 @@ def run_ffmpeg(args: list[str], timeout: float, what: str) -> bytes:
     """Run an ffmpeg command, return stdout; :class:`MediaError` with a one-line reason on failure."""
     try:
         # own session: a Ctrl-C on the terminal reaches the driver, not the decoders mid-file
-        out = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+        out = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout:.0f} s while decoding {what}") from None
     except OSError as exc:
@@ -250,7 +251,8 @@ class _Job:
         s = s.filter("aformat", sample_fmts="flt", channel_layouts="mono")
         return s.filter("apad", whole_len=n).filter("atrim", end_sample=n)
 
-    def run(self, spans: list[_Span], video: bool, audio: bool, deadline: Deadline) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def run(self, spans: list[_Span], video: bool, audio: bool, deadline: Deadline
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Decode ``spans``; returns (frames [N, H, W, 3] or None, pcm float32 [M] or None)."""
         vs, as_ = [], []
         for span in spans:
@@ -263,14 +265,16 @@ class _Job:
         read_fd = write_fd = None
         if vs:
             vout = ffmpeg_python.concat(*vs, v=1, a=0) if len(vs) > 1 else vs[0]
-            outputs.append(ffmpeg_python.output(vout, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"))
+            outputs.append(ffmpeg_python.output(vout, "pipe:1", format="rawvideo", pix_fmt="rgb24",
+                                                fps_mode="passthrough"))
         if as_:
             aout = ffmpeg_python.concat(*as_, v=0, a=1) if len(as_) > 1 else as_[0]
             target = "pipe:1"
             if vs:  # second output on its own pipe
                 read_fd, write_fd = os.pipe()
                 target = f"pipe:{write_fd}"
-            outputs.append(ffmpeg_python.output(aout, target, format="f32le", acodec="pcm_f32le", ar=self.sample_rate, ac=1))
+            outputs.append(ffmpeg_python.output(aout, target, format="f32le", acodec="pcm_f32le",
+                                                ar=self.sample_rate, ac=1))
         if not outputs:
             return None, None
         node = ffmpeg_python.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
@@ -308,11 +312,11 @@ def _run(args: list[str], timeout: float, what: str, read_fd: int | None, write_
     try:
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(write_fd,), start_new_session=True)
+                                    pass_fds=(cast(int, write_fd),), start_new_session=True)
         except OSError as exc:
             raise MediaError(f"cannot run ffmpeg: {exc}") from None
         finally:
-            os.close(write_fd)  # the child has its copy: EOF reaches the reader when ffmpeg exits
+            os.close(cast(int, write_fd))  # the child has its copy: EOF reaches the reader when ffmpeg exits
         reader.start()
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -422,7 +426,7 @@ def decode_clips(
             raise MediaError(f"audio: {aexc}") from None
     assert decoded is not None
     vspans = [sp for sp in spans if sp.video is not None]
-    expected = sum(sp.video.count for sp in vspans)  # type: ignore[union-attr]
+    expected = sum(sp.video.count for sp in vspans if sp.video is not None)  # vspans: all of them
     if decoded.shape[0] == expected:
         per_span, pos = [], 0
         for sp in vspans:

@@ -106,7 +106,8 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
     rows.sort(function(a, b){
       var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
       var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : (isNaN(nx) ? 1 : 0) - (isNaN(ny) ? 1 : 0) || String(x).localeCompare(String(y));
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : \
+(isNaN(nx) ? 1 : 0) - (isNaN(ny) ? 1 : 0) || String(x).localeCompare(String(y));
       return asc ? c : -c;
     });
     rows.forEach(function(r){ tbody.appendChild(r); });
@@ -121,7 +122,8 @@ NAMING_JS = """
 (function(){
   var seeds = JSON.parse(document.getElementById('seed-videos').textContent);
   var form = document.getElementById('naming'), status = document.getElementById('naming-status');
-  function text(s){ s = String(s); var t = s.replace(/^'+/, ''); return (s !== '' && /^[=+\\-@\\t\\r]/.test(t)) ? "'" + s : s; }
+  function text(s){ s = String(s); var t = s.replace(/^'+/, ''); \
+return (s !== '' && /^[=+\\-@\\t\\r]/.test(t)) ? "'" + s : s; }
   function cell(s){ return '"' + text(s).replace(/"/g, '""') + '"'; }
   form.addEventListener('submit', function(ev){
     ev.preventDefault();
@@ -164,7 +166,8 @@ VIEW_JS = """
       var au = viewer.querySelector('audio'); if (au) { au.play().catch(function(){}); }
     }
     card.addEventListener('click', toggle);
-    card.addEventListener('keydown', function(ev){ if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
+    card.addEventListener('keydown', function(ev){ \
+if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); } });
   });
   document.addEventListener('keydown', function(ev){
     if (ev.key === 'Escape' && pinned) { pinned.classList.remove('pinned'); pinned = null; viewer.innerHTML = blank; }
@@ -462,7 +465,8 @@ def _map_section(df: pd.DataFrame, feats, vids: pd.DataFrame, colour_of: dict[in
     links = [cluster_file(int(c)) for c in cl]
     titles = [f"cluster {int(c):03d}: {p}" for c, p in zip(cl, paths)]
     figs = [("by cluster", P.svg_scatter(xy, cats, titles=titles, links=links, label="map coloured by cluster"),
-             "".join(f"<a href=\"{escape(cluster_file(c))}\"><span class=\"sw\" style=\"background:{P.colour(k)}\"></span>"
+             "".join(f"<a href=\"{escape(cluster_file(c))}\">"
+                     f"<span class=\"sw\" style=\"background:{P.colour(k)}\"></span>"
                      f"cluster {c:03d}</a>" for c, k in sorted(colour_of.items())))]
     if with_gt:
         g = df["_gt"].to_numpy(dtype=object)[rows]
@@ -470,11 +474,13 @@ def _map_section(df: pd.DataFrame, feats, vids: pd.DataFrame, colour_of: dict[in
         lab_index = {lab: k for k, lab in enumerate(labs)}
         unk = len(labs)
         gcats = [lab_index[str(v)] if pd.notna(v) else unk for v in g]
-        gtitles = [f"{str(v) if pd.notna(v) else 'no label'} (cluster {int(c):03d}): {p}" for v, c, p in zip(g, cl, paths)]
+        gtitles = [f"{str(v) if pd.notna(v) else 'no label'} (cluster {int(c):03d}): {p}"
+                   for v, c, p in zip(g, cl, paths)]
         legend = "".join(f"<span class=\"lab\"><span class=\"sw\" style=\"background:{P.colour(k)}\"></span>"
                          f"{escape(lab)}</span>" for lab, k in lab_index.items())
         if unk in gcats:
-            legend += f"<span class=\"lab\"><span class=\"sw\" style=\"background:{P.colour(unk)}\"></span>no label</span>"
+            legend += (f"<span class=\"lab\"><span class=\"sw\" style=\"background:{P.colour(unk)}\"></span>"
+                       "no label</span>")
         figs.append(("by ground truth", P.svg_scatter(xy, gcats, titles=gtitles, links=links, cls="map gt",
                                                       label="map coloured by ground-truth label"), legend))
     shown = f"{len(rows)} of {n_all}" if len(rows) < n_all else f"{n_all}"
@@ -502,7 +508,8 @@ def _index_page(title: str, a, summary: list[dict], with_gt: bool, shown_head: i
     for s in summary:
         c = s["cluster"]
         strip = "".join(f"<img class=\"thumb\" loading=\"lazy\" src=\"{escape(t)}\" "
-                        f"alt=\"most confident video {k + 1}\" title=\"{escape(f'{p} (confidence {_fmt(conf)})', quote=True)}\">"
+                        f"alt=\"most confident video {k + 1}\" "
+                        f"title=\"{escape(f'{p} (confidence {_fmt(conf)})', quote=True)}\">"
                         for k, (t, conf, p) in enumerate(s["thumbs"]))
         cells = [
             f"<td class=\"l cl\" data-v=\"{c}\"><a href=\"{escape(cluster_file(c))}\"><span class=\"sw\" "
@@ -516,7 +523,8 @@ def _index_page(title: str, a, summary: list[dict], with_gt: bool, shown_head: i
         if with_gt:
             lab = s["label"]
             cells += [
-                f"<td class=\"l\" data-v=\"{escape(lab or '', quote=True)}\">{escape(lab) if lab is not None else '—'}</td>",
+                f"<td class=\"l\" data-v=\"{escape(lab or '', quote=True)}\">"
+                f"{escape(lab) if lab is not None else '—'}</td>",
                 f"<td data-v=\"{_num(s['purity'])}\">{_fmt(s['purity'])}</td>",
                 f"<td data-v=\"{_num(s['entropy'])}\">{_fmt(s['entropy'])}</td>",
             ]
@@ -527,7 +535,8 @@ def _index_page(title: str, a, summary: list[dict], with_gt: bool, shown_head: i
     seeds_file = escape(assignments_name)
     body = (
         f"<h1>{escape(title)}</h1>\n"
-        f"<p>{n_videos} videos in {len(summary)} clusters ({escape(hd)}; heads: {escape(', '.join(map(str, a.heads)))}). "
+        f"<p>{n_videos} videos in {len(summary)} clusters ({escape(hd)}; "
+        f"heads: {escape(', '.join(map(str, a.heads)))}). "
         f"Click a column header to sort; a cluster's thumbnails or number open its page. "
         f"<a href=\"#map\">Map of the collection</a> · <a href=\"#naming\">Name clusters</a>.</p>\n"
         f"<table class=\"sortable\" id=\"clusters\"><thead><tr>{head}</tr></thead>\n<tbody>\n"
@@ -535,7 +544,8 @@ def _index_page(title: str, a, summary: list[dict], with_gt: bool, shown_head: i
         "<form id=\"naming\"><strong>Name clusters.</strong> Type a name in the <em>name</em> column of the clusters "
         "you recognise, then <button type=\"submit\" id=\"download-seeds\">download seeds.csv</button> "
         "<span id=\"naming-status\" role=\"status\"></span><br><span class=\"note\">Each named cluster's exemplars "
-        "(the most confident videos, shown first on its page) become seed rows <code>video_id,path,cluster,label</code>; "
+        "(the most confident videos, shown first on its page) become seed rows "
+        "<code>video_id,path,cluster,label</code>; "
         f"label the whole collection from them with <code>videolabel propagate {seeds_file} --seeds seeds.csv "
         "--out labels.parquet</code> (add <code>--features</code> to label unnamed clusters by their nearest "
         "seeds).</span></form>\n"
@@ -567,8 +577,10 @@ def _cluster_page(title: str, c: int, df: pd.DataFrame, entries, other_cols: lis
         conf = float(r["_conf"])
         media = []
         if info["strip"]:
-            media.append(f"<img class=\"frames\" loading=\"lazy\" src=\"{escape(info['strip'])}\" alt=\"frames of the first clip\">")
-            media.append(f"<img class=\"spec\" loading=\"lazy\" src=\"{escape(info['spec'])}\" alt=\"log-mel spectrogram of the first clip\">")
+            media.append(f"<img class=\"frames\" loading=\"lazy\" src=\"{escape(info['strip'])}\" "
+                         "alt=\"frames of the first clip\">")
+            media.append(f"<img class=\"spec\" loading=\"lazy\" src=\"{escape(info['spec'])}\" "
+                         "alt=\"log-mel spectrogram of the first clip\">")
         else:
             media.append("<p class=\"na\">not in the cache: no frames or spectrogram</p>")
         if info["audio"]:
@@ -590,7 +602,8 @@ def _cluster_page(title: str, c: int, df: pd.DataFrame, entries, other_cols: lis
             meta.append(f"<div>ground truth: {gt_txt}</div>")
         thumb = (f"<img class=\"thumb\" src=\"{escape(info['thumb'])}\" alt=\"middle frame\">" if info["thumb"]
                  else "<p class=\"na\">not in the cache</p>")
-        bar = f"<span class=\"conf\"><span style=\"width:{100 * conf:.1f}%\"></span></span>" if np.isfinite(conf) else ""
+        bar = (f"<span class=\"conf\"><span style=\"width:{100 * conf:.1f}%\"></span></span>"
+               if np.isfinite(conf) else "")
         cap = f"{_fmt(conf)}" + (f" · {gt_txt}" if with_gt else "")
         groups[it.kind].append(
             f"<figure class=\"card {it.kind}\" tabindex=\"0\" data-video=\"{escape(str(r['video_id']), quote=True)}\">"
@@ -601,5 +614,6 @@ def _cluster_page(title: str, c: int, df: pd.DataFrame, entries, other_cols: lis
         if groups[kind]:
             main.append(f"<h2>{heading}</h2>\n<div class=\"grid {kind}s\">{''.join(groups[kind])}</div>")
     body = ("\n".join(parts) + "\n<div class=\"layout\"><main>" + "\n".join(main) + "</main>"
-            "<aside id=\"viewer\" aria-live=\"polite\"><p class=\"note\">Hover over or click a thumbnail.</p></aside></div>")
+            "<aside id=\"viewer\" aria-live=\"polite\"><p class=\"note\">Hover over or click a thumbnail.</p>"
+            "</aside></div>")
     return _page(f"{title}: cluster {c:03d}", body, VIEW_JS)
