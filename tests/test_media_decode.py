@@ -10,8 +10,9 @@ from videolabel.config import IngestConfig
 from videolabel.ingest.discover import Source
 from videolabel.ingest.logmel import window_samples
 from videolabel.ingest.worker import Settings, plan_clips, process_video
-from videolabel.media.decode import Deadline, decode_audio, group_windows
+from videolabel.media.decode import Deadline, decode_audio
 from videolabel.media.probe import probe
+from videolabel.media.spans import group_windows
 from videolabel.melscale import hz_to_mel, mel_to_hz
 
 CFG = IngestConfig()
