@@ -121,7 +121,7 @@ def test_balancing_stops_a_sharp_tower_deciding_alone():
 
 def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     run, _, _ = tiny_run
-    import videolabel.assign as A
+    import videolabel.inference as A  # infer() builds the inference inputs
 
     seen: dict[str, object] = {}
     real = A.VideoAugment
