@@ -421,7 +421,8 @@ class Bench:
 
     def score(self, path: Path, split: str) -> dict[str, Any]:
         """Head-0 (chosen) scores, mean and std over heads, of one assignment file against its split."""
-        from videolabel.evaluate import evaluate, load_assignments
+        from videolabel.assignments import load_assignments
+        from videolabel.evaluate import evaluate
         from videolabel.groundtruth import read_ground_truth
 
         a = load_assignments(path)

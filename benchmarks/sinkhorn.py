@@ -1,6 +1,6 @@
 """Benchmark: the label solve training runs (Sinkhorn-Knopp, eq. 3, head by head) and the metrics at N = 1M.
 
-Each head is solved by :func:`videolabel.train.solve.solve_head`, as ``Trainer.solve_labels`` does, with
+Each head is solved by :func:`videolabel.train.solve.solve_head`, as ``videolabel.train.labelling.solve_labels`` does, with
 the training defaults of :class:`~videolabel.train.config.TrainConfig` (lambda, tol, iteration cap) and a
 uniform prior.
 

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
             b = next(it)
-            video, audio, vidx = tr._to_device(b)
+            video, audio, vidx = tr.passes.to_device(b)
             wait += time.perf_counter() - t0
             vidx = vidx.to(dev)
             tr.train_step(video, audio, labels[:, vidx], has_audio[vidx], step)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # --- model only: one batch, already on the device
         b = tr.ds.__getitems__(list(range(batch)))
-        video, audio, vidx = tr._to_device(b)
+        video, audio, vidx = tr.passes.to_device(b)
         vidx = vidx.to(dev)
         y = labels[:, vidx]
         for step in range(args.warmup):
@@ -147,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         # --- label pass (eval forward + train-time augmentations, per-clip generators)
         m = min(n, 8 * cfg.eval_batch_size)
         clips = tr.first_clip[:m]
-        tr.head_log_probs(clips[: cfg.eval_batch_size], 1)
+        tr.passes.head_log_probs(clips[: cfg.eval_batch_size], 1)
         sync(dev)
         t0 = time.perf_counter()
-        tr.head_log_probs(clips, 2)
+        tr.passes.head_log_probs(clips, 2)
         sync(dev)
         label_pass = m / (time.perf_counter() - t0)
 

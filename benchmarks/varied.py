@@ -152,13 +152,15 @@ def build_collection(work: Path, digits: str, data_seed: int, style: str = "vari
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from videolabel.assign import AssignOptions, assign
+    from videolabel.assignments import load_assignments
     from videolabel.config import IngestConfig
-    from videolabel.evaluate import evaluate, load_assignments
+    from videolabel.data.loader import default_loader_workers
+    from videolabel.evaluate import evaluate
     from videolabel.groundtruth import read_ground_truth
     from videolabel.ingest.driver import run_ingest
     from videolabel.train.checkpoint import FINAL
     from videolabel.train.config import make_config
-    from videolabel.train.loop import default_loader_workers, train
+    from videolabel.train.loop import train
 
     work = Path(args.out)
     t0 = time.perf_counter()

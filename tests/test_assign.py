@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from videolabel.assign import AssignOptions, assign, combine_modalities
+from videolabel.assign import AssignOptions, assign
+from videolabel.assign_table import combine_modalities
 from videolabel.config import IngestConfig
 from videolabel.data.dataset import ShardDataset
 from videolabel.errors import VideolabelError
@@ -120,7 +121,7 @@ def test_balancing_stops_a_sharp_tower_deciding_alone():
 
 def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     run, _, _ = tiny_run
-    import videolabel.assign as A
+    import videolabel.inference as A  # infer() builds the inference inputs
 
     seen: dict[str, object] = {}
     real = A.VideoAugment
@@ -172,9 +173,9 @@ def test_two_processes_cover_odd_count_once(tiny_run, tmp_path):
     listing.write_text("\n".join(ds.videos["path"].tolist()[:7]) + "\n")
     cfg = ds.config
     run_ingest(videos_root, tmp_path / "odd", cfg, list_file=listing, workers=2, progress="none")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        "-m", "videolabel", "assign", str(run), "--cache", str(tmp_path / "odd"), "--out",
-                        str(tmp_path / "two.parquet"), "--workers", "0", "--device", "cpu"],
+    # through the launcher (`--nproc 2`: videolabel.train.launcher runs torchrun; the ranks use gloo)
+    r = subprocess.run([sys.executable, "-m", "videolabel", "assign", str(run), "--cache", str(tmp_path / "odd"),
+                        "--out", str(tmp_path / "two.parquet"), "--workers", "0", "--device", "cpu", "--nproc", "2"],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     two = pd.read_parquet(tmp_path / "two.parquet")

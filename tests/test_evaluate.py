@@ -13,14 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from videolabel.assignments import assignments_from_frame, load_assignments
 from videolabel.errors import VideolabelError
-from videolabel.evaluate import (
-    assignments_from_frame,
-    evaluate,
-    load_assignments,
-    render_table,
-    summary_lines,
-)
+from videolabel.evaluate import evaluate, render_table, summary_lines
 from videolabel.groundtruth import read_ground_truth
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 
 from videolabel.errors import VideolabelError
 from videolabel.export import export_tree, write_features_csv
-from videolabel.propagate import load_features
+from videolabel.features import load_features
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ RELOAD = r"""
 import json, sys
 import fiftyone as fo
 from videolabel.errors import VideolabelError
-from videolabel.evaluate import load_assignments
+from videolabel.assignments import load_assignments
 from videolabel.export import export_fiftyone
 
 name, assignments, src = sys.argv[1:4]

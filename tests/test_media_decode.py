@@ -8,10 +8,12 @@ from conftest import FFMPEG, make_video, remux
 
 from videolabel.config import IngestConfig
 from videolabel.ingest.discover import Source
-from videolabel.ingest.logmel import _hz_to_mel, _mel_to_hz, window_samples
+from videolabel.ingest.logmel import window_samples
 from videolabel.ingest.worker import Settings, plan_clips, process_video
-from videolabel.media.decode import Deadline, decode_audio, group_windows
+from videolabel.media.decode import Deadline, decode_audio
 from videolabel.media.probe import probe
+from videolabel.media.spans import group_windows
+from videolabel.melscale import hz_to_mel, mel_to_hz
 
 CFG = IngestConfig()
 
@@ -49,7 +51,7 @@ def test_colours_and_tone_land_where_they_should(tmp_path) -> None:
             assert all(is_red(frame[y, x]) for y in (5, 64, 122) for x in (3, 40, 80)), "left half must be red"
             assert all(is_blue(frame[y, x]) for y in (5, 64, 122) for x in (91, 130, 167)), "right half must be blue"
     # the spectral peak lies in a mel band whose triangle contains 440 Hz
-    mel_pts = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(CFG.sample_rate / 2), CFG.n_mels + 2))
+    mel_pts = mel_to_hz(np.linspace(hz_to_mel(0.0), hz_to_mel(CFG.sample_rate / 2), CFG.n_mels + 2))
     for clip in range(3):
         profile = a[clip].astype(np.float32)[:, 60:140].mean(axis=1)  # frames well inside the audio
         peak = int(np.argmax(profile))

@@ -13,15 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from videolabel.budget import simulate_budget
 from videolabel.errors import VideolabelError
-from videolabel.propagate import (
-    load_features,
-    propagate_labels,
-    read_seeds,
-    select_for_labelling,
-    simulate_budget,
-    write_selection,
-)
+from videolabel.features import load_features
+from videolabel.propagate import propagate_labels, read_seeds, select_for_labelling, write_selection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,7 +280,7 @@ def test_cli_error_paths(tmp_path):
 def test_budget_simulation_is_monotone_on_avdigits(avdigits_cache, tmp_path):
     """A real (tiny) run on real AV-Digits: more seeds per cluster never buy lower accuracy."""
     from videolabel.assign import AssignOptions, assign
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.groundtruth import join_ground_truth, read_ground_truth
     from videolabel.train.config import make_config
     from videolabel.train.loop import train

@@ -235,7 +235,7 @@ def test_browser_index_cluster_page_map_and_naming_form(built, tmp_path):
         pytest.skip("chromium not installed: .ci/run installs Debian's chromium; apt-get install chromium to run this test")
     from chromium import Chromium
 
-    from videolabel.evaluate import load_assignments
+    from videolabel.assignments import load_assignments
     from videolabel.propagate import propagate_labels, read_seeds
 
     index, df = built

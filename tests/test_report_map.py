@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from videolabel.errors import VideolabelError
-from videolabel.propagate import FeatureTable
+from videolabel.features import FeatureTable
 from videolabel.report.projection import map_features, pca_2d, svg_scatter
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from videolabel.assign import combine_modalities
+from videolabel.assign_table import combine_modalities
 from videolabel.cluster.combine import balance_factors, modality_log_probs
 from videolabel.cluster.priors import match_prior
 from videolabel.cluster.sinkhorn import sinkhorn

@@ -85,9 +85,9 @@ class IngestConfig:
         elif self.n_fft < round(win):
             problems.append(f"n_fft {self.n_fft} is shorter than the window ({round(win)} samples)")
         if not problems and self.n_fft >= 2:
-            from videolabel.ingest.logmel import empty_filters  # local: config must stay light
+            from videolabel.melscale import empty_mel_filters  # local: the config stays light until checked
 
-            empty = empty_filters(self)
+            empty = empty_mel_filters(self.sample_rate, self.n_fft, self.n_mels)
             if empty:
                 problems.append(
                     f"{len(empty)} of {self.n_mels} mel filters are empty at sample_rate={self.sample_rate}, "

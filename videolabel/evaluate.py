@@ -34,15 +34,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from videolabel.assignments import KEYS, Assignments, assignments_from_frame, load_assignments
+from videolabel.assignments import KEYS, Assignments, load_assignments
 from videolabel.errors import VideolabelError
 from videolabel.groundtruth import join_ground_truth, read_ground_truth
 
-__all__ = [  # Assignments, load_assignments, assignments_from_frame: re-exported from videolabel.assignments
-    "Assignments",
+__all__ = [  # the files are read by videolabel.assignments (load_assignments); this module scores and renders
     "EvalReport",
-    "load_assignments",
-    "assignments_from_frame",
     "evaluate",
     "evaluate_paths",
     "render_table",

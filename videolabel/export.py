@@ -107,7 +107,7 @@ def export_tree(df: pd.DataFrame, source_root: str | Path, out: str | Path, *, c
 
 def write_features_csv(df: pd.DataFrame, features, out: str | Path, *, head: int | None = None) -> Path:
     """CSV of video_id, path, cluster, f0..fD: the raw concatenated video+audio features per video."""
-    from videolabel.propagate import align_features
+    from videolabel.features import align_features
 
     col = cluster_column(df, head)
     x = align_features(df, features, normalise=False)
@@ -128,9 +128,10 @@ def export_fiftyone(df: pd.DataFrame, source_root: str | Path, name: str, *, hea
     ``pip install fiftyone``). Returns the number of samples. An existing dataset of that name is an
     error (it is never overwritten)."""
     try:
-        import fiftyone as fo  # type: ignore[import-not-found]
+        import fiftyone as fo
     except Exception:  # noqa: BLE001 - missing or broken install
-        raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed (pip install fiftyone)") from None
+        raise VideolabelError("--fiftyone needs the fiftyone package, which is not installed "
+                              "(pip install fiftyone)") from None
     col = cluster_column(df, head)
     heads = sorted(head_columns(df.columns))
     root = Path(source_root).resolve()

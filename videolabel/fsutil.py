@@ -1,10 +1,12 @@
-"""Small file-system helpers shared by the stages that write atomically (shards, checkpoints)."""
+"""Small file-system helpers shared by the stages: the atomic write, the one lock, CSV-safe text."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -91,45 +93,100 @@ def write_user_file(write, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+#: the lock files this process holds (real path -> holder text): POSIX locks never exclude their own
+#: process, and closing any descriptor of a locked file drops them, so a second :func:`try_lock` of a file
+#: held here is refused without opening it
+_HELD: dict[str, str] = {}
+_HELD_FDS: dict[int, str] = {}
+
+
+def try_lock(path: str | os.PathLike[str], holder: str = "", *, mkdir: bool = False) -> int | None:
+    """Open and lock ``path`` exclusively: the file descriptor, or None when a process (this one included)
+    holds it. ``holder``: text written into the file once locked (who holds it; :func:`lock_holder`).
+
+    POSIX record locks (``lockf``): owned by the process, not inherited by forked workers (decode
+    processes, data-loader workers), released by the kernel when the process dies (kill -9 included),
+    honoured over NFS. Where ``fcntl`` does not exist (Windows) the file is opened and nothing locked."""
+    path = Path(path)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        return None
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is not None:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+    if holder:
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+    _HELD[key] = holder
+    _HELD_FDS[fd] = key
+    return fd
+
+
+def release(fd: int | None) -> None:
+    """Drop a lock of :func:`try_lock` (closing its file); None is ignored."""
+    if fd is None:
+        return
+    _HELD.pop(_HELD_FDS.pop(fd, ""), None)
+    try:
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    os.close(fd)
+
+
+def lock_holder(path: str | os.PathLike[str]) -> str:
+    """The holder text of a lock file ("" when none); never reopens a file this process holds."""
+    key = os.path.realpath(path)
+    if key in _HELD:
+        return _HELD[key]
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 class FolderLock:
-    """An exclusive advisory lock on ``FOLDER/.lock`` (``fcntl.flock``), so that two processes do not write
-    one folder at once. The operating system drops it when the holder exits, however it exits, so a
-    killed run leaves no stale lock. Where ``fcntl`` does not exist (Windows) it locks nothing."""
+    """An exclusive lock on ``FOLDER/.lock`` (:func:`try_lock`), so that two processes (or two runs in one
+    process) do not write one folder at once. The operating system drops it when the holder exits,
+    however it exits, so a killed run leaves no stale lock."""
 
     def __init__(self, folder: str | os.PathLike[str], what: str = "folder") -> None:
         self.path = Path(folder) / ".lock"
         self.what = what
-        self._fh: IO[str] | None = None
+        self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
         """Take the lock or raise a one-line :class:`~videolabel.errors.VideolabelError` naming the holder."""
         from videolabel.errors import VideolabelError
 
         try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return self
-        try:
-            fh = open(self.path, "a+")
+            fd = try_lock(self.path, f"pid {os.getpid()} on {os.uname().nodename}\n")
         except OSError as exc:
             raise VideolabelError(f"cannot lock {self.path.parent}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+        if fd is None:
+            holder = lock_holder(self.path).strip() or "another process"
             raise VideolabelError(f"{self.what} {self.path.parent} is in use by {holder}: wait for it to end "
-                                  "or stop it, then try again") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        fh.flush()
-        self._fh = fh
+                                  "or stop it, then try again")
+        self._fd = fd
         return self
 
     def release(self) -> None:
-        """Drop the lock (closing the file releases it); safe to call twice."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Drop the lock; safe to call twice."""
+        if self._fd is not None:
+            release(self._fd)
+            self._fd = None

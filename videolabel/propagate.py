@@ -1,8 +1,12 @@
-"""From a few human labels to a label for every video: pick what to label, propagate, simulate budgets.
+"""From a few human labels to a label for every video: pick what to label, propagate.
 
-The library API (``videolabel select``, ``propagate`` and ``evaluate --simulate-budget`` are thin shells)::
+The library API (``videolabel select`` and ``propagate`` are thin shells; the features come from
+:mod:`videolabel.features`, the budget simulation of ``evaluate --simulate-budget`` is
+:mod:`videolabel.budget`)::
 
-    from videolabel.propagate import select_for_labelling, propagate_labels, simulate_budget
+    from videolabel.budget import simulate_budget
+    from videolabel.features import load_features
+    from videolabel.propagate import select_for_labelling, propagate_labels
 
     sel = select_for_labelling(a.df, per_cluster=2, uncertain=10)   # videos a human should label
     out = propagate_labels(a.df, seeds, features=load_features("f.parquet"), min_confidence=0.3)
@@ -36,32 +40,23 @@ Propagation, per video (``source`` column):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from videolabel.errors import VideolabelError, first_line
+from videolabel.features import FeatureTable, align_features
 from videolabel.fsutil import csv_text, csv_untext, write_parquet_atomic, write_user_file
 from videolabel.groundtruth import norm_path
-from videolabel.kmeans import l2_normalise
 
 __all__ = [
     "select_for_labelling",
     "write_selection",
     "read_seeds",
-    "FeatureTable",
-    "load_features",
-    "features_from_frame",
-    "align_features",
     "propagate_labels",
     "write_labels",
-    "simulate_budget",
-    "parse_budgets",
-    "budget_table",
-    "simulate_budget_paths",
 ]
 
 SELECT_COLUMNS = ["path", "video_id", "cluster", "confidence", "reason", "label"]
@@ -72,7 +67,7 @@ SOURCES = ("seed", "cluster", "neighbour", "abstain")
 _SIM_BLOCK = 1 << 24
 
 
-def _id_column(df: pd.DataFrame) -> str:
+def id_column(df: pd.DataFrame) -> str:
     if "video_id" in df.columns:
         return "video_id"
     if "path" in df.columns:
@@ -90,7 +85,7 @@ def select_for_labelling(df: pd.DataFrame, per_cluster: int, uncertain: int = 0)
         raise VideolabelError("--per-cluster and --uncertain must be >= 0")
     if "cluster" not in df.columns:
         raise VideolabelError("assignments lack a cluster column")
-    idc = _id_column(df)
+    idc = id_column(df)
     work = pd.DataFrame({
         "path": df["path"].astype(str).to_numpy() if "path" in df.columns else "",
         "video_id": df["video_id"].astype(str).to_numpy() if "video_id" in df.columns else "",
@@ -152,104 +147,6 @@ def read_seeds(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise VideolabelError(f"seeds file {p} has no labelled rows")
     return df.reset_index(drop=True)
-
-
-@dataclass
-class FeatureTable:
-    """Pooled features of a ``--features`` Parquet: ids (video_id/path), video [n, Dv], audio [n, Da] or None."""
-
-    ids: pd.DataFrame
-    video: np.ndarray
-    audio: np.ndarray | None
-
-    def matrix(self, normalise: bool = True) -> np.ndarray:
-        """Concatenated video+audio features; with ``normalise``, each part and the whole L2-normalised."""
-        parts = [self.video] + ([self.audio] if self.audio is not None else [])
-        if normalise:
-            parts = [l2_normalise(x) for x in parts]
-        m = np.concatenate(parts, axis=1).astype(np.float32)
-        return l2_normalise(m) if normalise else m
-
-
-def _list_column(table, name: str) -> np.ndarray:
-    import pyarrow as pa
-
-    col = table.column(name).combine_chunks()
-    n = len(col)
-    if pa.types.is_fixed_size_list(col.type) and col.null_count == 0:
-        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, col.type.list_size)
-    rows = col.to_pylist()
-    d = max((len(r) for r in rows if r is not None), default=0)
-    out = np.zeros((n, d), dtype=np.float32)
-    for i, r in enumerate(rows):
-        if r is not None:
-            if len(r) != d:
-                raise VideolabelError(f"features column {name} has rows of different lengths")
-            out[i] = r
-    return out
-
-
-def load_features(path: str | Path) -> FeatureTable:
-    """Read a features Parquet written by ``videolabel assign --features``."""
-    p = Path(path)
-    if not p.is_file():
-        raise VideolabelError(f"features file not found: {p}")
-    try:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-    except Exception as exc:  # noqa: BLE001
-        raise VideolabelError(f"cannot read features {p} as Parquet: {first_line(exc)}") from None
-    if "video_features" not in table.column_names:
-        raise VideolabelError(f"features file {p} lacks a video_features column (has: {', '.join(table.column_names)})")
-    ids = pd.DataFrame({c: table.column(c).to_pandas().astype(str).to_numpy()
-                        for c in ("video_id", "path") if c in table.column_names})
-    if ids.empty and len(ids.columns) == 0:
-        raise VideolabelError(f"features file {p} lacks an id column (video_id or path)")
-    video = _list_column(table, "video_features")
-    audio = _list_column(table, "audio_features") if "audio_features" in table.column_names else None
-    if audio is not None and "has_audio" in table.column_names:
-        audio[~table.column("has_audio").to_numpy(zero_copy_only=False).astype(bool)] = 0.0
-    return FeatureTable(ids=ids, video=video, audio=audio)
-
-
-def features_from_frame(df: pd.DataFrame) -> FeatureTable:
-    """A :class:`FeatureTable` from a frame with id column(s) and list columns video_features[, audio_features]."""
-    ids = df[[c for c in ("video_id", "path") if c in df.columns]].astype(str).reset_index(drop=True)
-    video = np.stack([np.asarray(v, dtype=np.float32) for v in df["video_features"]])
-    audio = (np.stack([np.asarray(v, dtype=np.float32) for v in df["audio_features"]])
-             if "audio_features" in df.columns else None)
-    return FeatureTable(ids=ids, video=video, audio=audio)
-
-
-def feature_positions(df: pd.DataFrame, feats: FeatureTable) -> tuple[str, np.ndarray]:
-    """The id column that ``df`` and ``feats`` share (video_id, else path) and, per row of ``df``, its row
-    in ``feats`` (-1: none); duplicate ids in ``feats`` are refused."""
-    key = next((c for c in ("video_id", "path") if c in df.columns and c in feats.ids.columns), None)
-    if key is None:
-        raise VideolabelError("features and assignments share no id column (video_id or path)")
-    norm = norm_path if key == "path" else str
-    index = pd.Index(feats.ids[key].map(norm))
-    if index.duplicated().any():
-        raise VideolabelError(f"features file has duplicate {key}(s), e.g. {index[index.duplicated()][0]}")
-    return key, index.get_indexer(df[key].astype(str).map(norm))
-
-
-def align_features(df: pd.DataFrame, feats: FeatureTable | np.ndarray | pd.DataFrame,
-                   normalise: bool = True) -> np.ndarray:
-    """Feature rows aligned to the rows of ``df`` (matched on video_id, else path)."""
-    if isinstance(feats, pd.DataFrame):
-        feats = features_from_frame(feats)
-    if isinstance(feats, np.ndarray):
-        if feats.ndim != 2 or len(feats) != len(df):
-            raise VideolabelError(f"features array must be [n_videos={len(df)}, D], got shape {feats.shape}")
-        return l2_normalise(feats) if normalise else feats.astype(np.float32)
-    key, pos = feature_positions(df, feats)
-    missing = pos < 0
-    if missing.any():
-        ex = ", ".join(map(str, df[key][missing].iloc[:3]))
-        raise VideolabelError(f"{int(missing.sum())} video(s) of the assignments have no features, e.g. {ex}")
-    return feats.matrix(normalise)[pos]
 
 
 # --- propagate -----------------------------------------------------------------------------------
@@ -372,89 +269,3 @@ def propagate_labels(
 def write_labels(labels: pd.DataFrame, out: str | Path) -> Path:
     """Write propagated labels as Parquet (atomic replace)."""
     return write_user_file(lambda p: write_parquet_atomic(labels, p), out)
-
-
-# --- budget simulation ---------------------------------------------------------------------------
-
-
-def parse_budgets(text: str) -> list[int]:
-    """``"1,2,5"`` -> ``[1, 2, 5]`` (positive integers)."""
-    try:
-        vals = [int(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise VideolabelError(f"--simulate-budget must be comma-separated integers like 1,2,5, not {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise VideolabelError(f"--simulate-budget needs positive integers like 1,2,5, not {text!r}")
-    return vals
-
-
-def simulate_budget(
-    assignments_df: pd.DataFrame,
-    gt_labels: pd.Series,
-    budgets: Sequence[int],
-    features: FeatureTable | np.ndarray | pd.DataFrame | None = None,
-) -> list[dict]:
-    """Accuracy of propagated labels when a human labels ``b`` videos per cluster, for each budget b.
-
-    Seeds are chosen by the ``select`` rule among videos with a ground-truth label and labelled
-    from ``gt_labels`` (aligned to the rows; NaN = no ground truth). Accuracy is over all videos
-    with ground truth, abstains counting as wrong; coverage is the fraction not abstained.
-    """
-    df = assignments_df.reset_index(drop=True)
-    gt = pd.Series(np.asarray(gt_labels, dtype=object))
-    if len(gt) != len(df):
-        raise VideolabelError(f"ground-truth labels ({len(gt)}) are not aligned to the assignments ({len(df)})")
-    has = gt.notna().to_numpy()
-    if not has.any():
-        raise VideolabelError("no video has a ground-truth label")
-    gt_str = gt.map(lambda v: None if pd.isna(v) else str(v)).to_numpy()
-    idc = _id_column(df)
-    ids = df[idc].astype(str).to_numpy()
-    x = align_features(df, features) if features is not None else None
-    rows = []
-    for b in budgets:
-        sel = select_for_labelling(df[has], int(b))
-        pos = pd.Index(ids).get_indexer(sel[idc].astype(str))
-        seeds = pd.DataFrame({idc: ids[pos], "label": gt_str[pos]})
-        out = propagate_labels(df, seeds, features=x)
-        pred = out["label"].to_numpy(dtype=object)
-        correct = np.array([p is not None and not pd.isna(p) and p == t for p, t in zip(pred, gt_str)])
-        rows.append({
-            "budget": int(b),
-            "seeds": int(len(seeds)),
-            "accuracy": float(correct[has].mean()),
-            "coverage": float((out["source"] != "abstain").to_numpy().mean()),
-            "n": int(has.sum()),
-        })
-    return rows
-
-
-def budget_table(rows: Sequence[dict], title: str | None = None):
-    """A :class:`rich.table.Table`: budget -> seeds used, accuracy, coverage (percent)."""
-    from rich.table import Table
-
-    t = Table(title=title or "label budget simulation (seeds per cluster from the ground truth)",
-              caption="accuracy over all videos with ground truth, abstains count as wrong")
-    for h in ("budget", "seeds", "accuracy", "coverage"):
-        t.add_column(h, justify="right")
-    for r in rows:
-        t.add_row(str(r["budget"]), str(r["seeds"]), f"{100 * r['accuracy']:.1f}", f"{100 * r['coverage']:.1f}")
-    return t
-
-
-def simulate_budget_paths(paths: Sequence[str | Path], gt_path: str | Path, budgets: str | Sequence[int], *,
-                          key: str = "path", gt_key: str | None = None, gt_label: str = "label") -> list[list[dict]]:
-    """:func:`simulate_budget` for assignment files against a ground-truth file (no features)."""
-    from videolabel.assignments import load_assignments
-    from videolabel.groundtruth import join_ground_truth, read_ground_truth
-
-    bs = parse_budgets(budgets) if isinstance(budgets, str) else [int(b) for b in budgets]
-    gt = read_ground_truth(gt_path, key=gt_key or key, label=gt_label)
-    out = []
-    for p in paths:
-        a = load_assignments(p)
-        if key not in a.df.columns:
-            raise VideolabelError(f"assignments {a.name} have no {key} column")
-        aligned, _ = join_ground_truth(a.df[key], gt, key=key, label=gt_label, gt_key=gt_key or key)
-        out.append(simulate_budget(a.df, aligned.reset_index(drop=True), bs))
-    return out

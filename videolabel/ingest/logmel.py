@@ -17,6 +17,7 @@ import functools
 import numpy as np
 
 from videolabel.config import IngestConfig
+from videolabel.melscale import empty_mel_filters, mel_filterbank
 
 
 def hop_samples(cfg: IngestConfig) -> int:
@@ -32,39 +33,13 @@ def window_samples(cfg: IngestConfig) -> int:
     return (cfg.mel_frames - 1) * hop_samples(cfg) + win_samples(cfg)
 
 
-def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
-    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
-
-
-@functools.lru_cache(maxsize=8)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> np.ndarray:
-    """Triangular HTK mel filterbank, float32 ``[n_fft // 2 + 1, n_mels]`` (torchaudio layout)."""
-    f_max = sample_rate / 2.0 if f_max is None else f_max
-    n_freqs = n_fft // 2 + 1
-    all_freqs = np.linspace(0.0, sample_rate // 2, n_freqs)
-    m_pts = np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2)
-    f_pts = _mel_to_hz(m_pts)
-    f_diff = f_pts[1:] - f_pts[:-1]
-    slopes = f_pts[None, :] - all_freqs[:, None]  # [n_freqs, n_mels + 2]
-    down = -slopes[:, :-2] / f_diff[:-1]
-    up = slopes[:, 2:] / f_diff[1:]
-    fb = np.maximum(0.0, np.minimum(down, up)).astype(np.float32)
-    fb.setflags(write=False)
-    return fb
-
-
 def filterbank_for(cfg: IngestConfig) -> np.ndarray:
     return mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
 
 
 def empty_filters(cfg: IngestConfig) -> list[int]:
     """Indices of mel filters with no non-zero weight (must be empty for a valid config)."""
-    fb = filterbank_for(cfg)
-    return [int(i) for i in np.flatnonzero(fb.max(axis=0) <= 0)]
+    return empty_mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
 
 
 @functools.lru_cache(maxsize=8)

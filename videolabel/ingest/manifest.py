@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -26,7 +24,7 @@ from videolabel import __version__
 from videolabel.config import FORMAT_VERSION, IngestConfig, from_dict
 from videolabel.errors import ConfigMismatchError, VideolabelError, first_line
 from videolabel.ingest.discover import part_of
-from videolabel.fsutil import fsync_dir, tmp_path, write_bytes_atomic, write_parquet_atomic
+from videolabel.fsutil import fsync_dir, release, tmp_path, try_lock, write_parquet_atomic
 from videolabel.ingest.shards import (
     FAILURES, LOCKS, MANIFEST_SCHEMA, SHARDS, VIDEOS_SUFFIX, committed_shards, failure_files,
 )
@@ -212,37 +210,12 @@ def _lock_path(cache: Path, part: tuple[int, int]) -> Path:
     return cache / LOCKS / f"part-{part[0]}-of-{part[1]}.lock"
 
 
-def try_lock(path: Path) -> int | None:
-    """Open and lock ``path``; the fd, or None when another process holds it.
-
-    POSIX record locks (``lockf``): owned by this process, not inherited by forked decode workers,
-    released by the kernel when the process dies (kill -9 included), and honoured over NFS.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
-
-
-def release(fd: int | None) -> None:
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            fcntl.lockf(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def part_lock(cache: Path, part: tuple[int, int], wait_s: float = 2.0) -> Iterator[None]:
     """Hold the lock of ``part`` (refuse a second concurrent run of the same part)."""
     deadline = time.monotonic() + wait_s
     while True:
-        fd = try_lock(_lock_path(cache, part))
+        fd = try_lock(_lock_path(cache, part), mkdir=True)
         if fd is not None:
             break
         if time.monotonic() > deadline:
@@ -262,7 +235,7 @@ def clean_garbage(cache: Path, own: tuple[int, int]) -> int:
     for part, files in garbage(cache).items():
         fd = None
         if part != own:
-            fd = try_lock(_lock_path(cache, part))
+            fd = try_lock(_lock_path(cache, part), mkdir=True)
             if fd is None:
                 continue  # that part is running: its files are not garbage
         try:
@@ -286,7 +259,7 @@ def wipe(cache: Path) -> None:
     held = []
     try:
         for lock in sorted((cache / LOCKS).glob("part-*.lock")):
-            fd = try_lock(lock)
+            fd = try_lock(lock, mkdir=True)
             if fd is None:
                 raise VideolabelError(f"cannot --overwrite {cache}: an ingest is running on it ({lock.stem})")
             held.append(fd)
@@ -298,7 +271,3 @@ def wipe(cache: Path) -> None:
     finally:
         for fd in held:
             release(fd)
-
-
-def write_json_atomic(doc: dict[str, Any], path: Path) -> None:
-    write_bytes_atomic(json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n", path)

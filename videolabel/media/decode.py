@@ -5,11 +5,12 @@ ONE ffmpeg process per video decodes everything (:func:`decode_clips`): frames o
 a second pipe (``pass_fds``), so the file is opened, demuxed and decoded once.
 
 * The clip windows (video: the clip; audio: ~2 s centred on it) that lie close together (gap at
-  most :data:`MERGE_GAP_S`) form a *span*; each span is one ``-ss``/``-t`` input of the file (input
-  seeking: ffmpeg jumps to the keyframe before the span, decodes and drops up to the exact start),
-  so a long video with a few clips is never decoded in full, while a short one is decoded once
-  instead of re-seeking per clip. Without a usable index (duration N/A, or a container whose seeking
-  is not exact: :data:`SEEKABLE_FORMATS`) one span from 0 is used.
+  most :data:`~videolabel.media.spans.MERGE_GAP_S`) form a *span* (:mod:`videolabel.media.spans`);
+  each span is one ``-ss``/``-t`` input of the file (input seeking: ffmpeg jumps to the keyframe
+  before the span, decodes and drops up to the exact start), so a long video with a few clips is
+  never decoded in full, while a short one is decoded once instead of re-seeking per clip. Without a
+  usable index (duration N/A, or a container whose seeking is not exact: :data:`SEEKABLE_FORMATS`)
+  one span from 0 is used.
 * Video, per span: ``fps`` (constant rate, also for variable-frame-rate input) → ``select`` the
   frames of the clips (before scaling: only kept frames are scaled) → ``scale`` to cover the stored
   size (aspect and sample aspect ratio kept, huge inputs shrunk in ffmpeg) → centre ``crop`` →
@@ -33,15 +34,14 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import ffmpeg as ffmpeg_python
 import numpy as np
 
 from videolabel.media.probe import MediaError, MediaInfo, error_reason
+from videolabel.media.spans import Span, assemble_audio, assemble_video, plan_spans
 
-#: windows closer than this are decoded as one span (seeking costs up to a GOP of decoding)
-MERGE_GAP_S = 10.0
 #: extra input read after the last window (lets the fps filter place its last frame)
 READ_MARGIN_S = 0.2
 #: scaler used for the resize (area averaging: good for the large downscales ingest does)
@@ -69,7 +69,8 @@ def run_ffmpeg(args: list[str], timeout: float, what: str) -> bytes:
     """Run an ffmpeg command, return stdout; :class:`MediaError` with a one-line reason on failure."""
     try:
         # own session: a Ctrl-C on the terminal reaches the driver, not the decoders mid-file
-        out = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+        out = subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout:.0f} s while decoding {what}") from None
     except OSError as exc:
@@ -101,53 +102,6 @@ def _global(threads: int) -> list[str]:
     return ["-nostdin", "-hide_banner", "-loglevel", "error", "-filter_complex_threads", str(threads)]
 
 
-@dataclass(frozen=True)
-class _Group:
-    first: int  # first unit (frame or sample) of the group, on the output time grid
-    ranges: tuple[tuple[int, int], ...]  # union of the windows, relative to `first`, sorted, disjoint
-
-    @property
-    def count(self) -> int:
-        return sum(b - a for a, b in self.ranges)
-
-    @property
-    def span(self) -> int:
-        return self.ranges[-1][1]
-
-
-def group_windows(starts: Sequence[int], length: int, merge_gap: int, *, from_zero: bool = False) -> list[_Group]:
-    """Group windows ``[s, s + length)`` whose gaps are at most ``merge_gap`` units. Pure.
-
-    ``from_zero``: one group anchored at 0 (decode from the start, no seeking).
-    """
-    if from_zero:
-        merged = group_windows(starts, length, 10**15)
-        if not merged:
-            return []
-        g = merged[0]
-        return [_Group(0, tuple((a + g.first, b + g.first) for a, b in g.ranges))]
-    groups: list[_Group] = []
-    cur: list[list[int]] = []
-    for s in sorted(set(int(x) for x in starts)):
-        if cur and s - cur[-1][1] <= merge_gap:
-            if s <= cur[-1][1]:
-                cur[-1][1] = max(cur[-1][1], s + length)
-            else:
-                cur.append([s, s + length])
-        else:
-            if cur:
-                groups.append(_make_group(cur))
-            cur = [[s, s + length]]
-    if cur:
-        groups.append(_make_group(cur))
-    return groups
-
-
-def _make_group(ranges: list[list[int]]) -> _Group:
-    first = ranges[0][0]
-    return _Group(first, tuple((a - first, b - first) for a, b in ranges))
-
-
 _PATH_TOKEN = "\x00videolabel-input\x00"
 
 
@@ -171,60 +125,6 @@ def _input(path: str, start_s: float, dur_s: float, threads: int):
     return ffmpeg_python.input(path, **kw)
 
 
-@dataclass
-class _Span:
-    """One decoded span of the file: a ``-ss``/``-t`` input feeding a video and/or audio chain."""
-
-    start_s: float  # seek point (on the frame grid when it has video)
-    end_s: float
-    first_frame: int = 0  # frame index of start_s on the fps grid
-    video: _Group | None = None  # frame ranges relative to first_frame
-    audio_first: int = 0  # sample index of start_s
-    audio_len: int = 0  # samples produced for this span (exactly: apad + atrim)
-
-
-def _plan(
-    starts: Sequence[int], frames: int, fps: float,
-    audio_starts: Sequence[int], audio_length: int, sample_rate: int, seek: bool,
-) -> list[_Span]:
-    """Group the video windows (frames) and audio windows (samples) into spans. Pure."""
-    items: list[tuple[float, float, str, int]] = [(s / fps, (s + frames) / fps, "v", int(s)) for s in starts]
-    for a in audio_starts:
-        if a + audio_length > 0:
-            items.append((max(0, a) / sample_rate, (a + audio_length) / sample_rate, "a", int(a)))
-    items.sort()
-    if not items:
-        return []
-    merged: list[list] = []
-    for lo, hi, kind, x in items:
-        if merged and (not seek or lo - merged[-1][1] <= MERGE_GAP_S):
-            merged[-1][1] = max(merged[-1][1], hi)
-            merged[-1][2].append((kind, x))
-        else:
-            merged.append([lo, hi, [(kind, x)]])
-    spans = []
-    for lo, hi, members in merged:
-        if not seek:
-            lo = 0.0
-        vstarts = [x for kind, x in members if kind == "v"]
-        astarts = [x for kind, x in members if kind == "a"]
-        if vstarts:
-            first = int(np.floor(lo * fps + 1e-6))
-            start_s = first / fps
-        else:
-            first = 0
-            start_s = max(0, min(astarts)) / sample_rate if seek else 0.0
-        span = _Span(start_s=start_s, end_s=hi, first_frame=first)
-        if vstarts:
-            g = group_windows([v - first for v in vstarts], frames, 10**15)[0]
-            span.video = _Group(0, tuple((a + g.first, b + g.first) for a, b in g.ranges))
-        if astarts:
-            span.audio_first = int(round(start_s * sample_rate))
-            span.audio_len = max(a + audio_length for a in astarts) - span.audio_first
-        spans.append(span)
-    return spans
-
-
 class _Job:
     """Builds and runs one ffmpeg command over some spans (video and/or audio outputs)."""
 
@@ -234,7 +134,7 @@ class _Job:
         self.fps, self.height, self.width, self.sample_rate, self.threads = fps, height, width, sample_rate, threads
         self.sh, self.sw = cover_size(info, height, width) if info.video_index is not None else (height, width)
 
-    def _video_chain(self, span: _Span, inp):
+    def _video_chain(self, span: Span, inp):
         assert span.video is not None
         expr = "+".join(f"between(n,{a},{b - 1})" for a, b in span.video.ranges)
         # eof_action=pass: the last frame is kept even when rounding would drop it (a 1-frame video at a
@@ -244,13 +144,14 @@ class _Job:
         v = v.filter("scale", self.sw, self.sh, flags=SCALE_FLAGS).filter("crop", self.width, self.height)
         return v.filter("setsar", "1").filter("format", "rgb24")
 
-    def _audio_chain(self, span: _Span, inp):
+    def _audio_chain(self, span: Span, inp):
         n = span.audio_len
         s = inp[str(self.info.audio_index)].filter("aresample", self.sample_rate)
         s = s.filter("aformat", sample_fmts="flt", channel_layouts="mono")
         return s.filter("apad", whole_len=n).filter("atrim", end_sample=n)
 
-    def run(self, spans: list[_Span], video: bool, audio: bool, deadline: Deadline) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def run(self, spans: list[Span], video: bool, audio: bool, deadline: Deadline
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Decode ``spans``; returns (frames [N, H, W, 3] or None, pcm float32 [M] or None)."""
         vs, as_ = [], []
         for span in spans:
@@ -263,14 +164,16 @@ class _Job:
         read_fd = write_fd = None
         if vs:
             vout = ffmpeg_python.concat(*vs, v=1, a=0) if len(vs) > 1 else vs[0]
-            outputs.append(ffmpeg_python.output(vout, "pipe:1", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough"))
+            outputs.append(ffmpeg_python.output(vout, "pipe:1", format="rawvideo", pix_fmt="rgb24",
+                                                fps_mode="passthrough"))
         if as_:
             aout = ffmpeg_python.concat(*as_, v=0, a=1) if len(as_) > 1 else as_[0]
             target = "pipe:1"
             if vs:  # second output on its own pipe
                 read_fd, write_fd = os.pipe()
                 target = f"pipe:{write_fd}"
-            outputs.append(ffmpeg_python.output(aout, target, format="f32le", acodec="pcm_f32le", ar=self.sample_rate, ac=1))
+            outputs.append(ffmpeg_python.output(aout, target, format="f32le", acodec="pcm_f32le",
+                                                ar=self.sample_rate, ac=1))
         if not outputs:
             return None, None
         node = ffmpeg_python.merge_outputs(*outputs) if len(outputs) > 1 else outputs[0]
@@ -308,11 +211,11 @@ def _run(args: list[str], timeout: float, what: str, read_fd: int | None, write_
     try:
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(write_fd,), start_new_session=True)
+                                    pass_fds=(cast(int, write_fd),), start_new_session=True)
         except OSError as exc:
             raise MediaError(f"cannot run ffmpeg: {exc}") from None
         finally:
-            os.close(write_fd)  # the child has its copy: EOF reaches the reader when ffmpeg exits
+            os.close(cast(int, write_fd))  # the child has its copy: EOF reaches the reader when ffmpeg exits
         reader.start()
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -332,51 +235,6 @@ def _run(args: list[str], timeout: float, what: str, read_fd: int | None, write_
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg failed decoding {what}: {error_reason(err.decode('utf-8', 'replace'))}")
     return out, b"".join(chunks)
-
-
-def _assemble_video(spans: list[_Span], per_span: list[np.ndarray], starts: Sequence[int], frames: int,
-                    height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    video = np.zeros((len(starts), frames, height, width, 3), np.uint8)
-    real = np.zeros(len(starts), np.int64)
-    for span, got in zip(spans, per_span):
-        g = span.video
-        if g is None:
-            continue
-        union = np.concatenate([np.arange(a, b) for a, b in g.ranges])  # frame order in the output
-        for k, s in enumerate(starts):
-            rel = int(s) - span.first_frame
-            if not any(a <= rel < b for a, b in g.ranges):
-                continue
-            want = np.searchsorted(union, np.arange(rel, rel + frames))
-            n_real = int((want < got.shape[0]).sum())
-            real[k] = n_real
-            if n_real:
-                video[k, :n_real] = got[want[:n_real]]
-                video[k, n_real:] = got[want[n_real - 1]]
-    return video, real
-
-
-def _assemble_audio(spans: list[_Span], pcm: np.ndarray, audio_starts: Sequence[int], length: int) -> np.ndarray:
-    out = np.zeros((len(audio_starts), length), np.float32)
-    total = sum(sp.audio_len for sp in spans)
-    if pcm.shape[0] < total:  # cannot happen with apad/atrim; be safe
-        pcm = np.concatenate([pcm, np.zeros(total - pcm.shape[0], np.float32)])
-    pos = 0
-    offsets = []
-    for sp in spans:
-        if sp.audio_len > 0:
-            offsets.append((sp.audio_first, sp.audio_first + sp.audio_len, pos))
-            pos += sp.audio_len
-    for k, a in enumerate(audio_starts):
-        a = int(a)
-        lo = max(0, a)
-        for first, end, p in offsets:
-            if first <= lo < end:
-                n = min(a + length, end) - lo
-                out[k, lo - a : lo - a + n] = pcm[p + lo - first : p + lo - first + n]
-                break
-    np.nan_to_num(out, copy=False)
-    return out
 
 
 def decode_clips(
@@ -408,7 +266,7 @@ def decode_clips(
         raise MediaError("no video stream")
     path = os.fspath(path)
     with_audio = info.audio_index is not None
-    spans = _plan(starts, frames, fps, audio_starts if with_audio else [], audio_length, sample_rate, seek)
+    spans = plan_spans(starts, frames, fps, audio_starts if with_audio else [], audio_length, sample_rate, seek)
     job = _Job(path, ffmpeg, info, fps=fps, height=height, width=width, sample_rate=sample_rate, threads=threads)
     try:
         decoded, pcm = job.run(spans, True, with_audio, deadline)
@@ -422,7 +280,7 @@ def decode_clips(
             raise MediaError(f"audio: {aexc}") from None
     assert decoded is not None
     vspans = [sp for sp in spans if sp.video is not None]
-    expected = sum(sp.video.count for sp in vspans)  # type: ignore[union-attr]
+    expected = sum(sp.video.count for sp in vspans if sp.video is not None)  # vspans: all of them
     if decoded.shape[0] == expected:
         per_span, pos = [], 0
         for sp in vspans:
@@ -432,11 +290,11 @@ def decode_clips(
         per_span = [decoded]
     else:  # attribute frames to spans exactly: one video-only process per span (truncated files)
         per_span = [job.run([sp], True, False, deadline)[0] for sp in vspans]  # type: ignore[misc]
-    video, real = _assemble_video(vspans, per_span, starts, frames, height, width)
+    video, real = assemble_video(vspans, per_span, starts, frames, height, width)
     if not real.any():
         raise MediaError("no frames decoded")
     audio = (
-        _assemble_audio(spans, pcm, audio_starts, audio_length)
+        assemble_audio(spans, pcm, audio_starts, audio_length)
         if with_audio and pcm is not None
         else np.zeros((len(audio_starts), audio_length), np.float32)
     )
@@ -483,7 +341,7 @@ def decode_audio(
     """
     if info.audio_index is None or not len(starts):
         return np.zeros((len(starts), length), np.float32)
-    spans = _plan([], 1, 1.0, starts, length, sample_rate, seek)
+    spans = plan_spans([], 1, 1.0, starts, length, sample_rate, seek)
     job = _Job(os.fspath(path), ffmpeg, info, fps=1.0, height=8, width=8, sample_rate=sample_rate, threads=threads)
     _, pcm = job.run(spans, False, True, deadline)
-    return _assemble_audio(spans, pcm if pcm is not None else np.zeros(0, np.float32), starts, length)
+    return assemble_audio(spans, pcm if pcm is not None else np.zeros(0, np.float32), starts, length)

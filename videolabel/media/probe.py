@@ -67,7 +67,8 @@ class MediaInfo:
 
 _DURATION = re.compile(r"^\s*Duration:\s*(?P<dur>N/A|[\d:.]+)\s*(?:,\s*start:\s*(?P<start>-?[\d.]+))?", re.M)
 _INPUT = re.compile(r"^Input #0,\s*(?P<fmt>.*?),\s*from\s", re.M)
-_STREAM = re.compile(r"^\s*Stream #0:(?P<idx>\d+)(?P<rest>[^:]*):\s*(?P<kind>Video|Audio|Subtitle|Data|Attachment):\s*(?P<desc>.*)$")
+_STREAM = re.compile(r"^\s*Stream #0:(?P<idx>\d+)(?P<rest>[^:]*):\s*"
+                     r"(?P<kind>Video|Audio|Subtitle|Data|Attachment):\s*(?P<desc>.*)$")
 _SIZE = re.compile(r"(?<![\w.])(?P<w>\d{1,6})x(?P<h>\d{1,6})(?![\w.])")
 _FPS = re.compile(r"(?P<v>\d+(?:\.\d+)?)(?P<k>k?)\s*fps\b")
 _TBR = re.compile(r"(?P<v>\d+(?:\.\d+)?)(?P<k>k?)\s*tbr\b")
@@ -81,7 +82,9 @@ _ERROR_OPENING = re.compile(r"Error opening input(?: files?)?:\s*(?P<why>.+)$", 
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside (), [] or {}: 'yuv420p(tv, bt709), 640x360' -> 2 parts."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "([{":
             depth += 1
@@ -238,7 +241,8 @@ def probe(path: str | os.PathLike[str], ffmpeg: str, *, timeout: float = 60.0) -
     preflight(path)
     cmd = [ffmpeg, "-nostdin", "-hide_banner", "-i", os.fspath(path)]
     try:
-        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout:g} s while probing") from None
     stderr = out.stderr.decode("utf-8", "replace")
@@ -250,7 +254,8 @@ def probe(path: str | os.PathLike[str], ffmpeg: str, *, timeout: float = 60.0) -
 _OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.M)
 
 
-def measure_duration(path: str | os.PathLike[str], ffmpeg: str, info: MediaInfo, *, timeout: float = 600.0) -> float | None:
+def measure_duration(path: str | os.PathLike[str], ffmpeg: str, info: MediaInfo, *,
+                     timeout: float = 600.0) -> float | None:
     """Decode the video (else audio) stream once to a null sink and return its duration in seconds."""
     if info.video_index is not None:
         stream = f"0:{info.video_index}"
@@ -261,7 +266,8 @@ def measure_duration(path: str | os.PathLike[str], ffmpeg: str, info: MediaInfo,
     cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-threads", "1",
            "-i", os.fspath(path), "-map", stream, "-f", "null", "-progress", "pipe:1", "-"]
     try:
-        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, start_new_session=True)
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout:g} s while measuring the duration") from None
     values = [int(v) for v in _OUT_TIME.findall(out.stdout.decode("ascii", "replace"))]

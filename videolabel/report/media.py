@@ -35,8 +35,8 @@ def frame_strip(video: np.ndarray, out: Path, *, n: int = 4, height: int = 96) -
     strip = np.concatenate([video[i] for i in idx], axis=1)
     img = Image.fromarray(strip, "RGB")
     if img.height != height:
-        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.NEAREST
-                         if img.height < height else Image.BILINEAR)
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.Resampling.NEAREST
+                         if img.height < height else Image.Resampling.BILINEAR)
     img.save(out, format="PNG", optimize=True)
 
 
@@ -52,7 +52,7 @@ def spectrogram_png(logmel: np.ndarray, out: Path, *, height: int = 96) -> None:
     rgb = (_ANCHORS[i] * (1 - f) + _ANCHORS[i + 1] * f).round().clip(0, 255).astype(np.uint8)
     img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if img.height != height:
-        img = img.resize((img.width, height), Image.BILINEAR)
+        img = img.resize((img.width, height), Image.Resampling.BILINEAR)
     img.save(out, format="PNG", optimize=True)
 
 
@@ -119,6 +119,6 @@ def thumbnail(video: np.ndarray, out: Path, *, height: int = 96) -> None:
     video = np.asarray(video, dtype=np.uint8)
     img = Image.fromarray(np.ascontiguousarray(video[video.shape[0] // 2]), "RGB")
     if img.height != height:
-        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.NEAREST
-                         if img.height < height else Image.BILINEAR)
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.Resampling.NEAREST
+                         if img.height < height else Image.Resampling.BILINEAR)
     img.save(out, format="PNG", optimize=True)

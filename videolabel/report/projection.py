@@ -12,6 +12,7 @@ fixed so that its largest loading is positive: the same features always give the
 from __future__ import annotations
 
 from html import escape
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,12 +47,12 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def map_features(df: pd.DataFrame, feats, has_audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features of the rows of ``df`` that the :class:`~videolabel.propagate.FeatureTable` has
+    """Pooled features of the rows of ``df`` that the :class:`~videolabel.features.FeatureTable` has
     (matched on video_id, else path): ([M, D] float32, the row positions in ``df`` [M])."""
     import torch
 
+    from videolabel.features import feature_positions
     from videolabel.kmeans import pooled_features
-    from videolabel.propagate import feature_positions
 
     key, pos = feature_positions(df, feats)
     rows = np.flatnonzero(pos >= 0)
@@ -77,7 +78,7 @@ def colour(i: int) -> str:
     return f"hsl({(i * 137.508) % 360:.0f},{60 + 20 * (i % 2)}%,{40 + 15 * (i % 3)}%)"
 
 
-def svg_scatter(xy: np.ndarray, cats: list[int], *, titles: list[str], links: list[str | None],
+def svg_scatter(xy: np.ndarray, cats: list[int], *, titles: list[str], links: Sequence[str | None],
                 size: int = 420, pad: int = 12, cls: str = "map", label: str = "") -> str:
     """An inline SVG: point ``k`` at ``xy[k]`` filled with ``colour(cats[k])``, a tooltip ``titles[k]``
     and, where ``links[k]`` is set, a link. Every text is escaped here."""
@@ -93,6 +94,7 @@ def svg_scatter(xy: np.ndarray, cats: list[int], *, titles: list[str], links: li
     for k in range(len(xy)):
         dot = (f"<circle cx=\"{px[k]:.1f}\" cy=\"{py[k]:.1f}\" r=\"3\" fill=\"{colour(cats[k])}\" "
                f"data-c=\"{int(cats[k])}\"><title>{escape(titles[k])}</title></circle>")
-        parts.append(f"<a href=\"{escape(links[k], quote=True)}\">{dot}</a>" if links[k] else dot)
+        link = links[k]
+        parts.append(f"<a href=\"{escape(link, quote=True)}\">{dot}</a>" if link else dot)
     parts.append("</svg>")
     return "".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,11 @@ import yaml
 
 from videolabel.errors import VideolabelError, first_line
 from videolabel.train.progress import PROGRESS_MODES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the package tomli (a dependency there)
+    import tomli as tomllib
 
 PRIORS = ("uniform", "gaussian")
 #: "both": SeLaVi; "video" / "audio": SeLa on one modality; "concat": one head set on the concatenated

@@ -1,0 +1,62 @@
+"""The options of ``videolabel assign`` (a light module: the CLI takes its defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from videolabel.errors import VideolabelError
+
+__all__ = ["METHODS", "MODALITIES", "AssignOptions"]
+
+METHODS = ("selavi", "kmeans")
+MODALITIES = ("both", "audio", "visual")
+
+
+@dataclass
+class AssignOptions:
+    method: str = "selavi"  # "selavi" (the heads) or "kmeans" (k-means on pooled encoder features)
+    modality: str = "both"  # "both", "audio" or "visual"
+    head: int | str = "auto"  # head that fills the top-level `cluster` column, or "auto" (see choose_head)
+    clips: int | None = None  # clips per video to average (None: all cached clips)
+    degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
+    layout: str = "wide"
+    random_init: bool = False  # k-means on a randomly initialised encoder (paper Table 5 baseline)
+    k: int | None = None  # k-means k (default: the run's K)
+    pca: int = 32  # k-means: PCA-whiten each modality's features to this many dims first (0 = L2 only)
+    batch_size: int = 64
+    workers: int = 4
+    seed: int = 0
+    features: str | None = None  # also write pooled 512-d features to this Parquet file
+    name: str | None = None  # short name for comparison tables
+
+    def validate(self) -> "AssignOptions":
+        from videolabel.assignments import LAYOUTS  # local: the CLI reads these defaults without pandas
+
+        if self.method not in METHODS:
+            raise VideolabelError(f"--method must be one of {', '.join(METHODS)}")
+        if self.modality not in MODALITIES:
+            raise VideolabelError(f"--modality must be one of {', '.join(MODALITIES)}")
+        if self.layout not in LAYOUTS:
+            raise VideolabelError(f"--layout must be one of {', '.join(LAYOUTS)}")
+        if self.degrade < 1:
+            raise VideolabelError("--degrade must be >= 1")
+        if self.clips is not None and self.clips < 1:
+            raise VideolabelError("--clips must be >= 1")
+        if self.random_init and self.method != "kmeans":
+            raise VideolabelError("--random-init only makes sense with --method kmeans")
+        if self.batch_size < 1:
+            raise VideolabelError("--batch-size must be >= 1")
+        if self.workers < 0:
+            raise VideolabelError("--workers must be >= 0")
+        if self.k is not None and self.k < 1:
+            raise VideolabelError(f"--k must be >= 1, not {self.k}")
+        if self.k is not None and self.method != "kmeans":
+            raise VideolabelError("--k only makes sense with --method kmeans (the run's heads have the run's K)")
+        if self.pca < 0:
+            raise VideolabelError("--pca must be >= 0")
+        if self.head != "auto":
+            try:
+                self.head = int(self.head)
+            except (TypeError, ValueError):
+                raise VideolabelError(f"--head must be auto or a head index, got {self.head!r}") from None
+        return self

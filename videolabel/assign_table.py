@@ -1,0 +1,146 @@
+"""The assignment table of ``videolabel assign``: clusters, confidences and margins per head, and the head choice.
+
+:func:`build_table` turns :func:`~videolabel.inference.infer`'s outputs (the trained heads combined by
+eq. 6, :func:`combine_modalities`; or k-means on the pooled features) into the rows and metadata that
+:func:`~videolabel.assignments.write_assignments` writes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+import videolabel
+from videolabel.assign_options import AssignOptions
+from videolabel.cluster.combine import modality_log_probs
+from videolabel.data.dataset import ShardDataset
+from videolabel.fsutil import write_parquet_atomic, write_user_file
+from videolabel.inference import RunModel
+
+__all__ = ["build_table", "combine_modalities", "pick_head", "write_features"]
+
+
+def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str, *,
+                       balance: bool = False) -> torch.Tensor:
+    """Eq. 6 for [H, n, K] log-probabilities: the modalities' mean, frames alone where there is no audio.
+
+    ``balance`` (the run's ``balance_modalities``): each head's two modalities are first rescaled to the
+    same spread over the videos being labelled (:func:`~videolabel.cluster.combine.balance_scales`), as
+    the training's label solves did, so the sharper tower does not decide the assignment alone."""
+    if modality == "visual":
+        return lv
+    if modality == "audio":
+        return la
+    return torch.stack([modality_log_probs(lv[h], la[h], has_audio, "both", balance=balance)
+                        for h in range(lv.shape[0])])
+
+
+def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions, *,
+                 pick: tuple[int, list[float] | None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The assignment table and its metadata; ``pick``: :func:`pick_head`'s result when already known."""
+    vids = ds.videos
+    has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
+    base = pd.DataFrame({"video_id": vids["video_id"].to_numpy(), "path": vids["path"].to_numpy()})
+    meta: dict[str, Any] = {
+        "videolabel": videolabel.__version__, "run_id": run.run_id, "checkpoint": str(run.checkpoint),
+        "checkpoint_sha1": run.checkpoint_sha1, "modality": opts.modality, "degrade": opts.degrade,
+        "clips": opts.clips, "layout": opts.layout, "ingest_hash": run.ingest_hash,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if opts.method == "kmeans":
+        from videolabel.kmeans import assign_confidence, kmeans, pooled_features
+
+        feats = pooled_features(full["fv"], full["fa"], has_audio, opts.modality, pca=opts.pca)
+        k = opts.k if opts.k is not None else run.train_config.num_clusters
+        km = kmeans(feats, k, seed=opts.seed)
+        prob, margin = assign_confidence(feats, km.centroids)
+        clusters = np.asarray(km.labels)[None, :]
+        probs = np.asarray(prob, dtype=np.float32)[None, :]
+        margins = np.asarray(margin, dtype=np.float32)
+        agree = None
+        head = 0
+        meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
+                    num_heads=1, head=0, pca=opts.pca)
+    else:
+        if "lf" in full:  # modalities=concat: the fusion heads
+            logp = full["lf"]
+        else:
+            logp = combine_modalities(full["lv"], full["la"], has_audio, opts.modality,
+                                      balance=run.train_config.balance_modalities)  # [H, n, K]
+        p = torch.softmax(logp, dim=-1)  # renormalised combined distribution
+        top2 = p.topk(min(2, p.shape[-1]), dim=-1)
+        clusters = top2.indices[..., 0].numpy()
+        probs = top2.values[..., 0].numpy().astype(np.float32)
+        head, scores = pick if pick is not None else pick_head(run, full, has_audio, opts.head)
+        second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
+        margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
+        if "lf" in full:
+            agree = None
+        else:
+            av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
+            agree = np.where(has_audio.numpy(), av.numpy(), cast(Any, None))  # None: no audio to agree with
+        meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
+                    num_heads=run.train_config.num_heads, head=head,
+                    head_choice="auto" if opts.head == "auto" else "fixed", head_av_nmi=scores)
+    meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
+    if opts.degrade > 1 and not opts.name:
+        meta["name"] += f"-degrade{opts.degrade}"
+    H = clusters.shape[0]
+    if opts.layout == "long":
+        rows = []
+        for h in range(H):
+            part = base.copy()
+            part["head"] = h
+            part["cluster"] = clusters[h].astype(np.int64)
+            part["prob"] = probs[h]
+            rows.append(part)
+        return pd.concat(rows, ignore_index=True), meta
+    table = base.copy()
+    table["cluster"] = clusters[head].astype(np.int64)
+    table["confidence"] = probs[head]
+    table["margin"] = margins
+    for h in range(H):
+        table[f"cluster_h{h}"] = clusters[h].astype(np.int64)
+        table[f"prob_h{h}"] = probs[h]
+    table["has_audio"] = has_audio.numpy()
+    table["av_agree"] = pd.array(agree, dtype="boolean") if agree is not None else pd.array([pd.NA] * len(table),
+                                                                                            dtype="boolean")
+    return table, meta
+
+
+def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str
+               ) -> tuple[int, list[float] | None]:
+    """The head that fills ``cluster``, and every head's audio-visual agreement score (None where the run
+    has no two trained towers to compare: ``modalities`` concat, video or audio). ``"auto"`` picks the
+    head whose frames-only and audio-only clusters agree most on the videos being labelled
+    (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare."""
+    from videolabel.cluster.select import audio_visual_nmi, choose_head
+
+    scores = None
+    if run.train_config.modalities == "both" and "lv" in full:
+        scores = audio_visual_nmi(full["lv"].argmax(-1).numpy(), full["la"].argmax(-1).numpy(), has_audio.numpy())
+        scores = [round(x, 6) for x in scores]
+    if head != "auto":
+        return int(head), scores
+    return (choose_head(scores) if scores is not None else 0), scores
+
+
+def write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:
+    path = Path(opts.features)  # type: ignore[arg-type]
+    vids = ds.videos
+    table = pa.table({
+        "video_id": pa.array(vids["video_id"].to_numpy()),
+        "path": pa.array(vids["path"].to_numpy()),
+        "has_audio": pa.array(vids["has_audio"].to_numpy(bool)),
+        "video_features": pa.FixedSizeListArray.from_arrays(pa.array(full["fv"].numpy().reshape(-1)),
+                                                            full["fv"].shape[1]),
+        "audio_features": pa.FixedSizeListArray.from_arrays(pa.array(full["fa"].numpy().reshape(-1)),
+                                                            full["fa"].shape[1]),
+    })
+    return str(write_user_file(lambda p: write_parquet_atomic(table, p), path))
