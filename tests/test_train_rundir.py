@@ -78,7 +78,7 @@ def test_stop_flag_catches_sigterm_and_restores() -> None:
 
 
 def test_progress_modes_are_one_list() -> None:
-    from videolabel.ingest.driver import PROGRESS_MODES as ingest_modes
+    from videolabel.ingest.progress import PROGRESS_MODES as ingest_modes
     from videolabel.train.progress import PROGRESS_MODES
 
     assert ingest_modes == PROGRESS_MODES

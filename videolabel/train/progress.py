@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any
 
-#: the progress modes of ``videolabel train`` (and of ingest, whose driver keeps an equal tuple; tested)
+#: the progress modes of ``videolabel train`` and ``videolabel ingest`` (ingest.progress imports this tuple)
 PROGRESS_MODES = ("auto", "rich", "log", "none")
 
 
