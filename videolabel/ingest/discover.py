@@ -143,7 +143,9 @@ def read_list(src: Path, list_file: Path) -> list[Source]:
     return sorted(out.values())
 
 
-def discover(src: str | os.PathLike[str], *, glob: str | None = None, list_file: str | os.PathLike[str] | None = None) -> list[Source]:
+def discover(
+    src: str | os.PathLike[str], *, glob: str | None = None, list_file: str | os.PathLike[str] | None = None
+) -> list[Source]:
     """Candidate videos of SRC (see the module docstring); raises for a missing SRC."""
     root = Path(src)
     if not root.exists():

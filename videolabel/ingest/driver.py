@@ -28,7 +28,7 @@ from videolabel.ingest.discover import Source, discover, parse_part, select_part
 from videolabel.ingest.progress import make_reporter
 from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards
 from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
-from videolabel.media.binary import find_ffmpeg, ffmpeg_version
+from videolabel.media.binary import ffmpeg_version, find_ffmpeg
 
 DEFAULT_TIMEOUT = 600.0
 DEFAULT_SHARD_SIZE = 64
@@ -187,14 +187,15 @@ class _Decoder:
                         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
                             yield failed_result(s, f"{type(exc).__name__}: {exc}")
                 if broken:  # everything in flight is lost with the pool: retry it in a new one
-                    for fut, (s, attempt) in running.items():
+                    for s, attempt in running.values():
                         queue.appendleft((s, attempt + 1))
                     running.clear()
                     self.pool.shutdown(wait=False, cancel_futures=True)
-                    kept = deque()
+                    kept: deque[tuple[Source, int]] = deque()
                     for s, attempt in queue:
                         if attempt > self.MAX_ATTEMPTS:
-                            yield failed_result(s, f"decode worker died {self.MAX_ATTEMPTS} times on this video (out of memory?)")
+                            yield failed_result(
+                                s, f"decode worker died {self.MAX_ATTEMPTS} times on this video (out of memory?)")
                         else:
                             kept.append((s, attempt))
                     queue = kept
@@ -313,7 +314,8 @@ def run_ingest(
                     else:
                         summary.failed += 1
                         if len(summary.failures) < 50:
-                            summary.failures.append({"path": str(res.record["path"]), "error": str(res.record["error"])})
+                            summary.failures.append(
+                                {"path": str(res.record["path"]), "error": str(res.record["error"])})
                         if summary.failed <= 20:
                             reporter.log(f"failed: {res.record['path']}: {res.record['error']}")
                     if on_result is not None:
@@ -359,7 +361,8 @@ def run_ingest(
     summary.paths = [str(p) for p in paths]
     if max_failures is not None and summary.failed_total > max_failures:
         err = TooManyFailuresError(
-            f"{summary.failed_total} videos failed, more than --max-failures {max_failures} (see {cache / mf.MANIFEST_FILE})"
+            f"{summary.failed_total} videos failed, more than --max-failures {max_failures} "
+            f"(see {cache / mf.MANIFEST_FILE})"
         )
         err.summary = summary  # type: ignore[attr-defined]
         raise err

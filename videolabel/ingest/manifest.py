@@ -23,10 +23,16 @@ import pyarrow.parquet as pq
 from videolabel import __version__
 from videolabel.config import FORMAT_VERSION, IngestConfig, from_dict
 from videolabel.errors import ConfigMismatchError, VideolabelError, first_line
-from videolabel.ingest.discover import part_of
 from videolabel.fsutil import fsync_dir, release, tmp_path, try_lock, write_parquet_atomic
+from videolabel.ingest.discover import part_of
 from videolabel.ingest.shards import (
-    FAILURES, LOCKS, MANIFEST_SCHEMA, SHARDS, VIDEOS_SUFFIX, committed_shards, failure_files,
+    FAILURES,
+    LOCKS,
+    MANIFEST_SCHEMA,
+    SHARDS,
+    VIDEOS_SUFFIX,
+    committed_shards,
+    failure_files,
 )
 
 CONFIG_FILE = "config.json"
@@ -66,7 +72,8 @@ def read_cache_config(cache: str | os.PathLike[str]) -> IngestConfig:
                               f"{first_line(exc)}); ingest again with --overwrite") from None
     version = doc.get("format_version") if isinstance(doc, dict) else None
     if version != FORMAT_VERSION or not isinstance(doc.get("config"), dict):
-        raise VideolabelError(f"{path}: cache format version {version!r} is not supported (this videolabel reads {FORMAT_VERSION})")
+        raise VideolabelError(f"{path}: cache format version {version!r} is not supported "
+                              f"(this videolabel reads {FORMAT_VERSION})")
     return from_dict(IngestConfig, doc["config"], origin=str(path))
 
 
@@ -265,7 +272,8 @@ def wipe(cache: Path) -> None:
             held.append(fd)
         for sub in (SHARDS, FAILURES):
             shutil.rmtree(cache / sub, ignore_errors=True)
-        for f in [cache / CONFIG_FILE, cache / MANIFEST_FILE, *cache.glob("manifest-part-*.parquet"), *cache.glob(".*.tmp")]:
+        for f in [cache / CONFIG_FILE, cache / MANIFEST_FILE, *cache.glob("manifest-part-*.parquet"),
+                  *cache.glob(".*.tmp")]:
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
     finally:

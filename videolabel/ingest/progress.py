@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from videolabel.errors import VideolabelError
 from videolabel.train.progress import PROGRESS_MODES
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 __all__ = ["PROGRESS_MODES", "make_reporter"]
 
@@ -56,7 +60,7 @@ class _RichReporter(_Reporter):
             TextColumn("[red]{task.fields[failed]} failed"), console=self.console, transient=False,
         )
         self.t0 = time.monotonic()
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, total: int, note: str) -> None:
         self.console.print(note)
@@ -66,7 +70,8 @@ class _RichReporter(_Reporter):
 
     def update(self, done: int, failed: int) -> None:
         rate = done / max(time.monotonic() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=done, rate=rate, failed=failed)
+        if self.task is not None:
+            self.progress.update(self.task, completed=done, rate=rate, failed=failed)
 
     def log(self, text: str) -> None:
         self.progress.console.print(text)

@@ -88,7 +88,8 @@ def parse_name(filename: str) -> tuple[str, tuple[int, int]] | None:
 
 def records_table(rows: list[dict[str, Any]], schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
-    return pa.table({name: pa.array(values, type=schema.field(name).type) for name, values in cols.items()}, schema=schema)
+    arrays = {name: pa.array(values, type=schema.field(name).type) for name, values in cols.items()}
+    return pa.table(arrays, schema=schema)
 
 
 # --- .npy written as a stream ---------------------------------------------------------------------
@@ -122,7 +123,7 @@ class NpyAppender:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
         if tuple(arr.shape[1:]) != self.item_shape:
             raise ValueError(f"shape {arr.shape} does not match items {self.item_shape}")
-        self.fh.write(memoryview(arr).cast("B"))
+        self.fh.write(arr.data.cast("B"))
         self.rows += arr.shape[0]
 
     def commit(self) -> None:
@@ -146,7 +147,8 @@ class NpyAppender:
 class ShardWriter:
     """Groups finished videos into shards; used by the single writer (the main process)."""
 
-    def __init__(self, cache: Path, part: tuple[int, int], *, frames: int, height: int, width: int, n_mels: int, mel_frames: int) -> None:
+    def __init__(self, cache: Path, part: tuple[int, int], *, frames: int, height: int, width: int, n_mels: int,
+                 mel_frames: int) -> None:
         self.cache = Path(cache)
         self.shards_dir = self.cache / SHARDS
         self.failures_dir = self.cache / FAILURES
@@ -191,7 +193,8 @@ class ShardWriter:
         self._audio.append(audio)
         self.ok_rows.append(dict(record, shard=self.name, shard_offset=offset))
         for k, (s, a) in enumerate(zip(clip_starts, audio_starts)):
-            self.clip_rows.append({"video_id": record["video_id"], "clip": k, "start_s": float(s), "audio_start_s": float(a)})
+            self.clip_rows.append(
+                {"video_id": record["video_id"], "clip": k, "start_s": float(s), "audio_start_s": float(a)})
 
     def flush(self) -> list[Path]:
         """Commit what is pending (a shard and/or a failures file); returns the paths written."""
@@ -235,7 +238,9 @@ def committed_shards(cache: Path) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(
-        f.name[: -len(VIDEOS_SUFFIX)] for f in d.iterdir() if f.name.endswith(VIDEOS_SUFFIX) and not f.name.startswith(".")
+        f.name[: -len(VIDEOS_SUFFIX)]
+        for f in d.iterdir()
+        if f.name.endswith(VIDEOS_SUFFIX) and not f.name.startswith(".")
     )
 
 
@@ -285,7 +290,8 @@ def check_shard(cache: Path, name: str, frames: int, height: int, width: int, n_
         except FileNotFoundError:
             raise VideolabelError(what.format(f"{path.name} is missing")) from None
         except (OSError, ValueError, SyntaxError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise VideolabelError(what.format(f"{path.name} is not a readable .npy file ({type(exc).__name__})")) from None
+            reason = f"{path.name} is not a readable .npy file ({type(exc).__name__})"
+            raise VideolabelError(what.format(reason)) from None
         if d != np.dtype(dtype) or tuple(shape[1:]) != item or len(shape) != 1 + len(item):
             raise VideolabelError(what.format(f"{path.name} holds {d} {tuple(shape)}, not {np.dtype(dtype)} "
                                               f"(n, {', '.join(map(str, item))}) as the cache config says"))
