@@ -89,13 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         tr = Trainer(cache, Path(tmp) / "run", cfg, device=args.device)
         dev = tr.dev
         if args.cpu_bf16 and not cuda:  # the CUDA branches of the step, on the CPU
-            import videolabel.train.loop as loop_module
-
-            def cpu_bf16(*_: object) -> torch.autocast:
-                return torch.autocast("cpu", dtype=torch.bfloat16)
-
-            loop_module.autocast = cpu_bf16  # the training step's autocast (train/build.autocast, imported there)
-            tr.passes.autocast = cpu_bf16  # type: ignore[method-assign]  # the label passes'
+            # the training step and the label passes both enter tr.passes.autocast()
+            tr.passes.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # type: ignore[method-assign]
             for aug in (tr.inputs.video_train, tr.inputs.video_eval):
                 aug.channels_last = True
         n = tr.n

@@ -28,7 +28,6 @@ from videolabel.models import build_model
 from videolabel.seeds import BN, STEP, generator, seed_for
 from videolabel.train import dist as D
 from videolabel.train.build import (
-    autocast,
     check_clusters,
     configure_backends,
     draw_prior,
@@ -261,7 +260,7 @@ class Trainer:
         g = generator(seed_for(cfg.seed, STEP, step, self.info.rank), self.dev)
         v = self.inputs.video_train(video, g) if cfg.modalities != "audio" else None
         a = self.inputs.audio_train(audio, g) if cfg.modalities != "video" else None
-        with autocast(self.cuda, cfg.amp):
+        with self.passes.autocast():  # one autocast for the step and the label passes
             out = self.ddp_model(video=v, audio=a)
         loss = selavi_loss(out, y, has_audio)
         self.optimizer.zero_grad(set_to_none=True)
