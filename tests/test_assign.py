@@ -145,6 +145,11 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     h = _meta(tmp_path / "b.parquet")["head"]
     agree = (vis[f"cluster_h{h}"] == aud[f"cluster_h{h}"]).to_numpy()
     assert (base["av_agree"].to_numpy(dtype=bool) == agree).all()
+    # av_mismatch: the towers' disagreement in [0, 1] (1 - Bhattacharyya coefficient), NaN without audio
+    mis = base["av_mismatch"].to_numpy()
+    has = base["has_audio"].to_numpy(bool)
+    assert np.isfinite(mis[has]).all() and ((mis[has] >= 0) & (mis[has] <= 1)).all()
+    assert np.isnan(mis[~has]).all()
     meta = json.loads(pq.read_schema(tmp_path / "v.parquet").metadata[b"videolabel"])
     assert meta["modality"] == "visual"
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from videolabel.cluster.priors import gaussian_prior_masses, load_prior, match_prior, uniform_prior
+from videolabel.cluster.priors import adaptive_prior, gaussian_prior_masses, load_prior, match_prior, uniform_prior
+from videolabel.cluster.sinkhorn import sinkhorn
 from videolabel.errors import VideolabelError
 
 
@@ -100,3 +101,58 @@ def test_match_prior_validation() -> None:
         match_prior(torch.ones(3), torch.ones(4))
     with pytest.raises(ValueError):
         match_prior(torch.tensor([1.0, -1.0]), torch.ones(2))
+
+
+def test_adaptive_prior_is_the_floored_mean_prediction_brute_force() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 6, generator=g) * 2
+    logits[:, 5] -= 20  # a cluster nobody predicts: held at the floor
+    got = adaptive_prior(logits, floor=0.1)
+    p = torch.softmax(logits.double(), 1)
+    want = [max(float(p[:, k].mean()), 0.1 / 6) for k in range(6)]
+    want = [w / sum(want) for w in want]
+    assert got.dtype == torch.float64 and got.sum().item() == pytest.approx(1.0)
+    assert got.tolist() == pytest.approx(want, abs=1e-12)
+    assert got[5].item() == pytest.approx(min(want))
+    # log-probabilities and logits give the same masses; floor 0 is the plain mean
+    assert torch.allclose(adaptive_prior(torch.log_softmax(logits, 1)), got)
+    assert torch.allclose(adaptive_prior(logits, floor=0.0), p.mean(0) / p.mean(0).sum())
+
+
+def test_adaptive_prior_over_shards_equals_the_whole() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(30, 4, generator=g)
+    whole = adaptive_prior(logits)
+    shards = [logits[:10], logits[10:]]
+    for i, mine in enumerate(shards):  # a two-process all-reduce: add the other shard's sums in place
+        other = shards[1 - i]
+        sums = iter([torch.softmax(other.double(), 1).sum(0), torch.tensor([float(len(other))], dtype=torch.float64)])
+
+        def all_reduce(t: torch.Tensor, sums=sums) -> None:
+            t.add_(next(sums))
+
+        assert torch.allclose(adaptive_prior(mine, all_reduce=all_reduce), whole)
+
+
+def test_adaptive_prior_lets_sinkhorn_keep_skewed_classes_that_uniform_splits() -> None:
+    # 3 classes of 600 / 300 / 100 videos whose predictions each favour their class: the uniform
+    # marginal forces 333 per cluster (moving videos of the large class into the others); the adaptive one
+    # follows the predicted sizes and labels more videos by their class
+    sizes = [600, 300, 100]
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(len(y), 3, generator=g) * 0.5
+    logits[torch.arange(len(y)), y] += 1.5  # each video favours its class, some more than others
+    log_p = torch.log_softmax(logits, 1)
+    uni = sinkhorn(log_p, uniform_prior(3), lam=20.0).labels
+    ada = sinkhorn(log_p, adaptive_prior(log_p), lam=20.0).labels
+    assert torch.bincount(uni, minlength=3).tolist() == pytest.approx([333, 333, 333], abs=5)
+    assert torch.bincount(ada, minlength=3)[0] > 420  # one solve moves most of the way (the training iterates)
+    assert (ada == y).float().mean().item() > (uni == y).float().mean().item() + 0.1
+
+
+def test_adaptive_prior_validation() -> None:
+    with pytest.raises(ValueError):
+        adaptive_prior(torch.zeros(3))
+    with pytest.raises(ValueError):
+        adaptive_prior(torch.zeros(3, 2), floor=1.5)

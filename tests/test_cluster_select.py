@@ -1,4 +1,5 @@
-"""Label-free head choice: audio-visual NMI per head against a brute-force NMI, masking, ties, errors."""
+"""Label-free head choice (audio-visual NMI per head against a brute-force NMI, masking, ties, errors) and the
+per-video modality mismatch score against brute force."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from videolabel.cluster.select import audio_visual_nmi, choose_head
+from videolabel.cluster.select import MISMATCH_FLAG, audio_visual_nmi, choose_head, modality_mismatch
 
 
 def brute_nmi(a: list[int], b: list[int]) -> float:
@@ -63,3 +65,29 @@ def test_errors():
         choose_head([])
     with pytest.raises(ValueError, match="finite"):
         choose_head([0.1, float("nan")])
+
+
+def test_modality_mismatch_is_the_squared_hellinger_distance_brute_force():
+    g = torch.Generator().manual_seed(0)
+    lv, la = torch.randn(4, 7, 5, generator=g) * 3, torch.randn(4, 7, 5, generator=g) * 3
+    got = modality_mismatch(lv, la)
+    assert got.shape == (4, 7)
+    pv, pa = torch.softmax(lv.double(), -1), torch.softmax(la.double(), -1)
+    for i in range(4):
+        for j in range(7):
+            bc = sum(math.sqrt(pv[i, j, k] * pa[i, j, k]) for k in range(5))
+            assert got[i, j].item() == pytest.approx(1 - bc, abs=1e-6)
+    # logits and log-probabilities give the same score; symmetric
+    assert torch.allclose(modality_mismatch(torch.log_softmax(lv, -1), la), got, atol=1e-6)
+    assert torch.allclose(modality_mismatch(la, lv), got, atol=1e-6)
+
+
+def test_modality_mismatch_bounds_identical_and_disjoint():
+    same = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    assert modality_mismatch(same, same).item() == pytest.approx(0.0, abs=1e-6)
+    a = torch.tensor([[30.0, 0.0, 0.0]])
+    b = torch.tensor([[0.0, 0.0, 30.0]])
+    assert modality_mismatch(a, b).item() == pytest.approx(1.0, abs=1e-6)
+    assert modality_mismatch(a, b).item() >= MISMATCH_FLAG > modality_mismatch(same, same).item()
+    with pytest.raises(ValueError):
+        modality_mismatch(torch.zeros(2, 3), torch.zeros(2, 4))

@@ -232,6 +232,19 @@ def test_two_process_gloo_matches_single_process_first_solve(avdigits_cache, tmp
     assert info["world_size"] == 2
 
 
+def test_adaptive_prior_follows_the_predictions_after_its_warm_up(avdigits_cache, tmp_path):
+    cache, _ = avdigits_cache
+    cfg = tiny_cfg(epochs=2, n_solves=4, prior="adaptive", final_labels="heads")
+    train(cache, tmp_path / "run", cfg, device="cpu")
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    solves = [r for r in records if r.get("event") == "solve"]
+    assert len(solves) == 4
+    assert "prior_max_ratio" not in solves[0]  # the first quarter of the solves: uniform
+    ratios = [r["prior_max_ratio"] for r in solves[1:]]
+    assert all(1.0 <= x <= 100.0 for x in ratios)  # floor 0.1/K: at most (1 - 0.9 * 0.1) / 0.01 ~ 91
+    assert labels_of(tmp_path / "run")["label_h0"].nunique() > 1
+
+
 def test_concat_baseline_trains_fusion_heads_and_assigns(avdigits_cache, tmp_path):
     """Table 3(b)'s baseline: one head set on [f_v; f_a]; the per-modality heads are not used."""
     from videolabel.assign import AssignOptions, assign

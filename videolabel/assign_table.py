@@ -19,6 +19,7 @@ import torch
 import videolabel
 from videolabel.assign_options import AssignOptions
 from videolabel.cluster.combine import modality_log_probs
+from videolabel.cluster.select import modality_mismatch
 from videolabel.data.dataset import ShardDataset
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.inference import RunModel
@@ -64,6 +65,7 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         probs = np.asarray(prob, dtype=np.float32)[None, :]
         margins = np.asarray(margin, dtype=np.float32)
         agree = None
+        mismatch = None
         head = 0
         meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
                     num_heads=1, head=0, pca=opts.pca)
@@ -81,10 +83,12 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
         if "lf" in full:
-            agree = None
+            agree, mismatch = None, None
         else:
             av = full["lv"][head].argmax(-1) == full["la"][head].argmax(-1)
             agree = np.where(has_audio.numpy(), av.numpy(), cast(Any, None))  # None: no audio to agree with
+            mismatch = modality_mismatch(full["lv"][head], full["la"][head]).numpy().astype(np.float32)
+            mismatch[~has_audio.numpy()] = np.nan  # no sound to compare with
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head,
                     head_choice="auto" if opts.head == "auto" else "fixed", head_av_nmi=scores)
@@ -111,6 +115,7 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
     table["has_audio"] = has_audio.numpy()
     table["av_agree"] = pd.array(agree, dtype="boolean") if agree is not None else pd.array([pd.NA] * len(table),
                                                                                             dtype="boolean")
+    table["av_mismatch"] = mismatch if mismatch is not None else np.full(len(table), np.nan, dtype=np.float32)
     return table, meta
 
 

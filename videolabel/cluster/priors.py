@@ -15,9 +15,16 @@ from torch import Tensor
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["uniform_prior", "gaussian_prior_masses", "load_prior", "match_prior"]
+__all__ = ["ADAPTIVE_FLOOR", "ADAPTIVE_WARMUP", "adaptive_prior", "uniform_prior", "gaussian_prior_masses",
+           "load_prior", "match_prior"]
 
 _MIN_MASS = 1e-6  # Gaussian draws are clipped to at least this (before normalisation)
+#: ``prior="adaptive"``: no cluster's mass below this fraction of 1/K (a cluster the model stopped
+#: predicting keeps a few videos, so it can come back)
+ADAPTIVE_FLOOR = 0.1
+#: ``prior="adaptive"``: the first quarter of a run's solves use the uniform prior (the predictions of a
+#: young model say little about the data's class sizes and may have collapsed onto a few clusters)
+ADAPTIVE_WARMUP = 0.25
 
 
 def _check_k(k: int) -> int:
@@ -62,6 +69,42 @@ def gaussian_prior_masses(
     m = torch.randn(k, dtype=torch.float64, generator=generator).mul_(sigma).add_(1.0)
     m.clamp_(min=_MIN_MASS)
     return m / m.sum()
+
+
+def adaptive_prior(log_p: Tensor, *, floor: float = ADAPTIVE_FLOOR, all_reduce=None) -> Tensor:
+    """Cluster marginals estimated from the model's own predictions (not in the paper; issue 15).
+
+    The paper fixes r before training (uniform, or Gaussian masses with the matching of eq. 4-5), which
+    a collection whose class sizes follow a long tail does not obey: an equipartition splits the large
+    classes and merges the small ones. Here r is the model's predicted mass of each cluster over the
+    videos being labelled, ``r_k = max(mean_i p(k | x_i), floor / K)`` normalised to sum 1, with
+    ``p = softmax(log_p)``: the same log-probabilities that Sinkhorn-Knopp (eq. 3) then balances. The
+    predictions already name the clusters, so no matching (eq. 4-5) is needed. Its fixed point is a
+    labelling whose cluster sizes are those the model predicts; the floor keeps every cluster alive.
+
+    Args:
+        log_p: [n, K] (log-)probabilities or logits of this process's videos (each row is normalised here).
+        floor: the least mass, as a fraction of the uniform 1/K (0 <= floor <= 1).
+        all_reduce: ``torch.distributed.all_reduce`` when the videos are sharded over processes (the
+            masses are then summed over them), else None.
+
+    Returns:
+        [K] float64 masses on ``log_p``'s device, non-negative, summing to 1.
+    """
+    if log_p.ndim != 2 or log_p.shape[1] < 1:
+        raise ValueError(f"log_p must be [n, K], got {tuple(log_p.shape)}")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}")
+    k = log_p.shape[1]
+    mass = torch.softmax(log_p.double(), dim=1).sum(0)
+    count = torch.tensor([float(log_p.shape[0])], dtype=torch.float64, device=log_p.device)
+    if all_reduce is not None:
+        all_reduce(mass)
+        all_reduce(count)
+    if float(count) <= 0:
+        return torch.full((k,), 1.0 / k, dtype=torch.float64, device=log_p.device)
+    r = (mass / count).clamp(min=floor / k)
+    return r / r.sum()
 
 
 def load_prior(path: str | Path, k: int) -> Tensor:

@@ -25,10 +25,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from videolabel.metrics import nmi
 
-__all__ = ["audio_visual_nmi", "choose_head"]
+__all__ = ["MISMATCH_FLAG", "audio_visual_nmi", "choose_head", "modality_mismatch"]
+
+#: ``av_mismatch`` at or above this: the towers put the video in different clusters more likely than not
+#: (an unrelated soundtrack, silence, a picture that says nothing); docs/method.md "Sound that is not
+#: about the picture"
+MISMATCH_FLAG = 0.5
 
 
 def audio_visual_nmi(video_clusters: Any, audio_clusters: Any, has_audio: Any | None = None) -> list[float]:
@@ -72,3 +78,32 @@ def choose_head(scores: list[float]) -> int:
     if not np.isfinite(s).all():
         raise ValueError(f"scores must be finite, got {scores}")
     return int(np.argmax(s))
+
+
+def modality_mismatch(log_p_video: torch.Tensor, log_p_audio: torch.Tensor) -> torch.Tensor:
+    """Per video, how much the frames-only and the audio-only cluster distributions of one head disagree.
+
+    Not in the paper: SeLaVi trains both towers to predict the same label (eq. 5, with the shared labels
+    of eq. 6), so on a video whose sound is about its picture the two distributions overlap, and on one
+    whose sound is unrelated (another video's soundtrack, noise, silence) each tower predicts its own
+    content. The score is the squared Hellinger distance ``1 - sum_k sqrt(p_v(k) p_a(k))`` (one minus the
+    Bhattacharyya coefficient): 0 for identical distributions, 1 for disjoint ones, symmetric, and bounded
+    even where one tower is certain and the other is not.
+
+    Args:
+        log_p_video: [..., K] log-probabilities (or logits: each row is normalised here) of the video head.
+        log_p_audio: [..., K] the same head's audio log-probabilities (or logits).
+
+    Returns:
+        [...] float tensor in [0, 1].
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    if log_p_video.shape != log_p_audio.shape or log_p_video.ndim < 1:
+        raise ValueError(f"video and audio log-probabilities must have one shape [..., K], got "
+                         f"{tuple(log_p_video.shape)} and {tuple(log_p_audio.shape)}")
+    lv = torch.log_softmax(log_p_video.double(), dim=-1)
+    la = torch.log_softmax(log_p_audio.double(), dim=-1)
+    bc = torch.logsumexp(0.5 * (lv + la), dim=-1).exp()
+    return (1.0 - bc).clamp(0.0, 1.0).to(log_p_video.dtype if log_p_video.is_floating_point() else torch.float32)

@@ -100,7 +100,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch
 def draw_prior(cfg: TrainConfig) -> torch.Tensor:
     """The cluster-size masses [H, K] (float64) each head's solves aim at (a Gaussian prior: one draw per head)."""
     H, K = cfg.num_heads, cfg.num_clusters
-    if cfg.prior == "uniform":
+    if cfg.prior in ("uniform", "adaptive"):  # adaptive: uniform until its warm-up ends (labelling.solve_labels)
         return uniform_prior(K).double().expand(H, K).clone()
     if cfg.prior == "gaussian":
         return torch.stack([gaussian_prior_masses(K, sigma=cfg.prior_sigma, seed=seed_for(cfg.seed, PRIOR, h))

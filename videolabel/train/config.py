@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the package tomli (a dependency there)
     import tomli as tomllib
 
-PRIORS = ("uniform", "gaussian")
+PRIORS = ("uniform", "gaussian", "adaptive")
 #: "both": SeLaVi; "video" / "audio": SeLa on one modality; "concat": one head set on the concatenated
 #: features of both encoders (the paper's Table 3(b) baseline).
 MODALITIES = ("both", "video", "audio", "concat")
@@ -48,7 +48,7 @@ class TrainConfig:
     schedule_power: float = 1.5  # solve i at fraction (i / (n_solves - 1)) ** power of all steps
     sinkhorn_tol: float = 1e-4  # max relative error of the cluster marginals (labels are argmaxes)
     sinkhorn_iters: int = 1000
-    prior: str = "uniform"  # "uniform", "gaussian", or a path to a file of K masses
+    prior: str = "uniform"  # "uniform", "gaussian", "adaptive" (the model's predicted masses), or a file of K masses
     prior_sigma: float = 0.1
     align: bool = True  # modality alignment (eq. 7) once before training
     align_proposals: int = 50000

@@ -6,6 +6,7 @@ Each function runs its passes (:class:`~videolabel.train.passes.Passes`) and ret
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from videolabel.cluster.align import align_heads, permute_linear_
+from videolabel.cluster.priors import ADAPTIVE_WARMUP, adaptive_prior
 from videolabel.metrics import nmi
 from videolabel.seeds import ALIGN, BN, LABEL, SPLIT, generator, seed_for
 from videolabel.train import dist as D
@@ -96,11 +98,17 @@ def solve_labels(passes: Passes, labels: torch.Tensor, prior_masses: torch.Tenso
     t_pass = time.perf_counter() - t0
     new_local = []
     sk_err, sk_iters = 0.0, 0
+    adaptive = cfg.prior == "adaptive" and solve_index >= math.ceil(ADAPTIVE_WARMUP * cfg.n_solves)
+    r_ratio = 0.0
     for h in range(H):
         log_p = log_ps[h]
         log_ps[h] = None
         assert log_p is not None  # every head belongs to one augmentation pass
-        res = solve_head(log_p, prior_masses[h], labels[h], match=cfg.prior != "uniform", lam=cfg.lam,
+        r = prior_masses[h]
+        if adaptive:  # the model's predicted masses (already in its cluster order: no matching)
+            r = adaptive_prior(log_p, all_reduce=reduce).cpu()
+            r_ratio = max(r_ratio, float(r.max() / r.min()))
+        res = solve_head(log_p, r, labels[h], match=cfg.prior not in ("uniform", "adaptive"), lam=cfg.lam,
                          tol=cfg.sinkhorn_tol, max_iters=cfg.sinkhorn_iters)  # not reaching tol: recorded below
         new_local.append(res.labels.to(dev))
         sk_err = max(sk_err, float(res.error))
@@ -110,6 +118,8 @@ def solve_labels(passes: Passes, labels: torch.Tensor, prior_masses: torch.Tenso
     t_total = time.perf_counter() - t0
     m: dict[str, Any] = {"solve_s": round(t_total, 3), "label_pass_s": round(t_pass, 3),
                          "sinkhorn_error": sk_err, "sinkhorn_iterations": sk_iters}
+    if adaptive:
+        m["prior_max_ratio"] = round(r_ratio, 3)  # largest / smallest adaptive mass, over the heads
     if both:
         m.update(modality_agreement_metrics(new, D.all_gather_rows(argmaxes, n).T.cpu(), has_audio.cpu()))
     return new, m
