@@ -282,7 +282,27 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
         row: dict[str, Any] = {"variant": variant, "k": k, "prior": prior, "seed": seed,
                                "train_seconds": round(secs, 1), **scores(table, v["heldout"])}
         log(f"{name}: NMI {row['nmi']:.3f} Acc {row['acc']:.3f} purity {row['purity']:.3f}")
+        if args.auto_k and variant in ("balanced", "skew") and prior == "uniform":
+            row.update(auto_k(v, name, seed))
         return table, row
+
+    def auto_k(v: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
+        """``assign --method kmeans --k auto`` and ``--k 10`` on the held-out videos with this run."""
+        from videolabel.assign import AssignOptions, assign
+        from videolabel.assignments import load_assignments
+
+        out: dict[str, Any] = {}
+        for tag, k in (("auto", "auto"), ("km10", C)):
+            path = v["base"] / "assign" / f"{name}-kmeans-{tag}.parquet"
+            if not path.is_file():
+                assign(v["base"] / "runs" / name, path, cache=v["base"] / "heldout-cache",
+                       options=AssignOptions(method="kmeans", k=k, workers=0, seed=seed))
+            sc = scores(pd.read_parquet(path), v["heldout"])
+            out.update({f"{tag}_nmi": sc["nmi"], f"{tag}_acc": sc["acc"], f"{tag}_purity": sc["purity"]})
+            if tag == "auto":
+                out["auto_k"] = int(load_assignments(path).meta["num_clusters"])
+        log(f"{name}: k auto {out['auto_k']} NMI {out['auto_nmi']:.3f} (k-means at K = {C}: {out['km10_nmi']:.3f})")
+        return out
 
     def add(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -351,6 +371,16 @@ def render(doc: dict[str, Any]) -> str:
                 lines.append(f"| {key} | {seeds} | {_cell(g['nmi'])} | {_cell(g['acc'])} | {_cell(g['purity'])} | "
                              f"{g['clusters'].mean():.1f} | {g['train_seconds'].mean():.0f} |")
         lines.append("")
+    if "auto_k" in rows.columns and rows["auto_k"].notna().any():
+        sub = rows[rows["auto_k"].notna()]
+        lines += ["## K chosen without labels (`assign --method kmeans --k auto`, held-out videos, C = 10)", "",
+                  "| set | trained with K | seeds | chosen K | NMI at the chosen K | k-means NMI at K = 10 | "
+                  "chosen head NMI (trained K) | purity at the chosen K |", "|---|---|---|---|---:|---:|---:|---:|"]
+        for (variant, k), g in sub.groupby(["variant", "k"], sort=False):
+            ks = ", ".join(str(int(x)) for x in g["auto_k"])
+            lines.append(f"| {variant} | {k} | {','.join(str(x) for x in g['seed'])} | {ks} | {_cell(g['auto_nmi'])} | "
+                         f"{_cell(g['km10_nmi'])} | {_cell(g['nmi'])} | {_cell(g['auto_purity'])} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -371,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--priors", nargs="+", default=["uniform", "gaussian", "adaptive"])
     ap.add_argument("--k-list", type=int, nargs="+", default=[5, 10, 20, 50])
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3])
+    ap.add_argument("--no-auto-k", dest="auto_k", action="store_false",
+                    help="skip `assign --method kmeans --k auto` (and --k 10) on the balanced and skewed runs")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     import torch

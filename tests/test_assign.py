@@ -168,6 +168,25 @@ def test_kmeans_baselines_and_features(tiny_run, tmp_path):
     assert s0.meta["method"] == "kmeans-random-init" and s.num_clusters == 4
 
 
+def test_kmeans_auto_k_scores_every_candidate_and_keeps_the_choice(tiny_run, tmp_path):
+    run, _, _ = tiny_run
+    r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--method", "kmeans", "--k", "auto",
+            "--workers", "0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(pq.read_schema(tmp_path / "auto.parquet").metadata[b"videolabel"])
+    df = pd.read_parquet(tmp_path / "auto.parquet")
+    scores = {int(k): v for k, v in meta["k_scores"].items()}
+    from videolabel.cluster.choosek import AUTO_K, choose_k
+
+    assert meta["k_choice"] == "auto" and set(scores) == {k for k in AUTO_K if k <= len(df) // 2}
+    assert meta["num_clusters"] == choose_k(scores)  # the rule, applied to the stored scores
+    assert df["cluster"].between(0, meta["num_clusters"] - 1).all()
+    assert "k auto: frames-vs-sound information" in r.stdout and f"chose K = {meta['num_clusters']}" in r.stdout
+    for bad, what in ((["--k", "auto", "--modality", "visual"], "--modality both"), (["--k", "many"], "--k")):
+        r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--method", "kmeans", *bad)
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
+
+
 def test_two_processes_cover_odd_count_once(tiny_run, tmp_path):
     run, cache, _ = tiny_run
     # a second cache, same ingest settings, with an odd number of videos: incremental labelling

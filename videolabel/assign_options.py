@@ -21,7 +21,7 @@ class AssignOptions:
     degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
     layout: str = "wide"
     random_init: bool = False  # k-means on a randomly initialised encoder (paper Table 5 baseline)
-    k: int | None = None  # k-means k (default: the run's K)
+    k: int | str | None = None  # k-means k (default: the run's K), or "auto" (videolabel.cluster.choosek)
     pca: int = 32  # k-means: PCA-whiten each modality's features to this many dims first (0 = L2 only)
     batch_size: int = 64
     workers: int = 4
@@ -48,8 +48,15 @@ class AssignOptions:
             raise VideolabelError("--batch-size must be >= 1")
         if self.workers < 0:
             raise VideolabelError("--workers must be >= 0")
-        if self.k is not None and self.k < 1:
-            raise VideolabelError(f"--k must be >= 1, not {self.k}")
+        if self.k is not None and self.k != "auto":
+            try:
+                self.k = int(self.k)
+            except (TypeError, ValueError):
+                raise VideolabelError(f"--k must be a number of clusters or auto, got {self.k!r}") from None
+            if self.k < 1:
+                raise VideolabelError(f"--k must be >= 1, not {self.k}")
+        if self.k == "auto" and self.modality != "both":
+            raise VideolabelError("--k auto compares the frames with the sound: it needs --modality both")
         if self.k is not None and self.method != "kmeans":
             raise VideolabelError("--k only makes sense with --method kmeans (the run's heads have the run's K)")
         if self.pca < 0:

@@ -58,8 +58,12 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         from videolabel.kmeans import assign_confidence, kmeans, pooled_features
 
         feats = pooled_features(full["fv"], full["fa"], has_audio, opts.modality, pca=opts.pca)
-        k = opts.k if opts.k is not None else run.train_config.num_clusters
-        km = kmeans(feats, k, seed=opts.seed)
+        if opts.k == "auto":
+            km, k, k_scores = kmeans_auto_k(full, has_audio, feats, opts)
+            meta.update(k_choice="auto", k_scores={str(kk): round(v, 6) for kk, v in k_scores.items()})
+        else:
+            k = int(opts.k) if opts.k is not None else run.train_config.num_clusters
+            km = kmeans(feats, k, seed=opts.seed)
         prob, margin = assign_confidence(feats, km.centroids)
         clusters = np.asarray(km.labels)[None, :]
         probs = np.asarray(prob, dtype=np.float32)[None, :]
@@ -117,6 +121,42 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
                                                                                             dtype="boolean")
     table["av_mismatch"] = mismatch if mismatch is not None else np.full(len(table), np.nan, dtype=np.float32)
     return table, meta
+
+
+def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, feats: np.ndarray, opts: AssignOptions
+                  ) -> tuple[Any, int, dict[int, float]]:
+    """``--k auto``: k-means at every candidate K (:data:`~videolabel.cluster.choosek.AUTO_K` up to half the
+    videos), ``AUTO_K_RESTARTS`` seeds each, scored by the frames' and the sound's agreement about each
+    partition (:func:`~videolabel.cluster.choosek.cross_modal_information`); K by
+    :func:`~videolabel.cluster.choosek.choose_k`, and the best-scoring restart at that K. Returns
+    (its k-means result, K, the best score per K)."""
+    from videolabel.cluster.choosek import AUTO_K, choose_k, cross_modal_information
+    from videolabel.errors import VideolabelError
+    from videolabel.kmeans import kmeans, pooled_features
+
+    ok = has_audio.numpy().astype(bool)
+    n = int(ok.sum())
+    cands = [k for k in AUTO_K if k <= n // 2]
+    if not cands:
+        raise VideolabelError(f"--k auto needs videos with sound to compare with their frames: {n} of "
+                              f"{len(ok)} have audio (at least {2 * AUTO_K[0]} needed)")
+    xv = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "visual", pca=opts.pca)[ok])
+    xa = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "audio", pca=opts.pca)[ok])
+    best: dict[int, tuple[float, Any]] = {}
+    for k in cands:
+        for r in range(AUTO_K_RESTARTS):
+            km = kmeans(feats, k, seed=opts.seed + r)
+            score = cross_modal_information(xv, xa, torch.as_tensor(np.asarray(km.labels)[ok], dtype=torch.int64),
+                                            k, seed=opts.seed)
+            if k not in best or score > best[k][0]:
+                best[k] = (score, km)
+    scores = {k: v[0] for k, v in best.items()}
+    k = choose_k(scores)
+    return best[k][1], k, scores
+
+
+#: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
+AUTO_K_RESTARTS = 3
 
 
 def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str

@@ -25,7 +25,8 @@ def assign(
     method: str = typer.Option(_A.method, help="selavi (the trained heads) or kmeans (on pooled encoder features)."),
     random_init: bool = typer.Option(_A.random_init, "--random-init",
                                      help="k-means on a randomly initialised encoder."),
-    k: Optional[int] = typer.Option(_A.k, "--k", help="k for --method kmeans (default: the run's K)."),
+    k: Optional[str] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K), or auto: "
+                                    "the K (2-64) whose clusters the frames and the sound agree on most."),
     pca: int = typer.Option(_A.pca, "--pca", help="k-means: PCA-whiten each modality's features to N dims "
                              "first (0: L2 only)."),
     modality: str = typer.Option(_A.modality,
@@ -74,6 +75,11 @@ def assign(
             mark = "*" if c["run"] == choice["chosen"] else " "
             typer.echo(f"{mark} {c['run']}: head {c['head']} frames-vs-audio NMI {c['head_av_nmi'][c['head']]:.3f}")
         typer.echo(f"chose run {choice['chosen']} (highest audio-visual agreement; * above)")
+    k_scores = summary.meta.get("k_scores")
+    if k_scores:
+        typer.echo("k auto: frames-vs-sound information (nats) per K: "
+                   + ", ".join(f"{kk}: {v:.3f}" for kk, v in k_scores.items())
+                   + f"; chose K = {summary.num_clusters}")
     scores = summary.meta.get("head_av_nmi")
     if scores:
         how = "chosen by audio-visual agreement" if summary.meta.get("head_choice") == "auto" else "as asked"
