@@ -69,7 +69,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -79,16 +78,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, load_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_PY = ROOT / "examples" / "avdigits" / "build.py"
 DEFAULT_CONFIG = ROOT / "examples" / "avdigits" / "tiny.yaml"
 DEFAULT_OUT = ROOT / "benchmarks" / "work" / "avdigits"
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "avdigits.md"
@@ -144,20 +141,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
 
 def log(msg: str) -> None:
     print(f"[avdigits {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def load_builder() -> ModuleType:
-    """``examples/avdigits/build.py`` loaded by path (registered, so its process pool can pickle)."""
-    name = "avdigits_build"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BUILD_PY)
-    if spec is None or spec.loader is None:  # pragma: no cover - the file is part of the repository
-        raise SystemExit(f"cannot load {BUILD_PY}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, str]:

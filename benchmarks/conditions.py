@@ -29,7 +29,6 @@ source, with the JSON beside it).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -37,17 +36,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, load_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_PY = ROOT / "examples" / "avdigits" / "build.py"
 TRAIN_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 HELDOUT_SPEAKERS = ("theo", "yweweler")
 #: the demo's ingest settings (Makefile): 64x64 frames, 8 frames at 8 fps, 2 clips per video
@@ -57,15 +54,6 @@ C = 10  # digits
 
 def log(msg: str) -> None:
     print(f"[conditions {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("avdigits_build", BUILD_PY)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def build_pool(out: Path, fsdd: str, speakers: Sequence[str], per_class: int, reuse: int, seed: int) -> pd.DataFrame:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -43,16 +42,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, load_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_PY = ROOT / "examples" / "avdigits" / "build.py"
 
 #: espeak-ng voice (language + variant) per speaker name; four per group, 20 languages in all
 VOICES: tuple[tuple[str, str], ...] = (
@@ -77,15 +74,6 @@ PER_CLASS = 10  # per group: 5 groups x 10 digits x 10 = 500 videos
 
 def log(msg: str) -> None:
     print(f"[varied {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("avdigits_build", BUILD_PY)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def speaker_name(lang: str, variant: str) -> str:

@@ -24,7 +24,10 @@ from videolabel.data.dataset import ShardDataset
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.inference import RunModel
 
-__all__ = ["build_table", "combine_modalities", "pick_head", "write_features"]
+__all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "kmeans_auto_k", "pick_head", "write_features"]
+
+#: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
+AUTO_K_RESTARTS = 3
 
 
 def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tensor, modality: str, *,
@@ -154,9 +157,6 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, feats:
     k = choose_k(scores)
     return best[k][1], k, scores
 
-
-#: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
-AUTO_K_RESTARTS = 3
 
 
 def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str

@@ -74,8 +74,9 @@ def probe_predictions(x: torch.Tensor, labels: torch.Tensor, k: int, *, folds: i
         train = torch.cat([order[j::folds] for j in range(folds) if j != f])
         mu, sd = x[train].mean(0), x[train].std(0) + 1e-6
         xt, yt = (x[train] - mu) / sd, labels[train]
-        torch.manual_seed(int(seed) * 1000 + f)
-        probe = torch.nn.Linear(x.shape[1], k)
+        with torch.random.fork_rng(devices=[]):  # the probe's seeded init leaves the caller's RNG alone
+            torch.manual_seed(int(seed) * 1000 + f)
+            probe = torch.nn.Linear(x.shape[1], k)
         opt = torch.optim.AdamW(probe.parameters(), lr=1e-2, weight_decay=weight_decay)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)

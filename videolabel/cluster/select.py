@@ -32,8 +32,7 @@ from videolabel.metrics import nmi
 __all__ = ["MISMATCH_FLAG", "audio_visual_nmi", "choose_head", "modality_mismatch"]
 
 #: ``av_mismatch`` at or above this: the towers put the video in different clusters more likely than not
-#: (an unrelated soundtrack, silence, a picture that says nothing); docs/method.md "Sound that is not
-#: about the picture"
+#: (an unrelated soundtrack, a picture that says nothing); docs/method.md "Real collections"
 MISMATCH_FLAG = 0.5
 
 
