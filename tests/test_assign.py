@@ -187,6 +187,28 @@ def test_kmeans_auto_k_scores_every_candidate_and_keeps_the_choice(tiny_run, tmp
         assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
 
 
+def test_kmeans_in_the_shared_space(tiny_run, tmp_path):
+    """--space shared: k-means on the canonical variates of the two towers' features (whitened to 64)."""
+    run, _, _ = tiny_run
+    r = cli("assign", str(run), "--out", str(tmp_path / "s.parquet"), "--method", "kmeans", "--space", "shared",
+            "--workers", "0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"videolabel"])
+    joint = json.loads(pq.read_schema(assign(run, tmp_path / "j.parquet", options=AssignOptions(
+        workers=0, method="kmeans"), device="cpu").out).metadata[b"videolabel"])
+    assert joint["space"] == "joint" and joint["pca"] == 32
+    k = joint["num_clusters"]  # the run's K
+    assert meta["space"] == "shared" and meta["pca"] == 64 and meta["num_clusters"] == k
+    df = pd.read_parquet(tmp_path / "s.parquet")
+    assert df["cluster"].between(0, k - 1).all() and df["cluster"].nunique() > 1
+    for bad, what in ((["--space", "shared", "--modality", "audio"], "--modality both"),
+                      (["--space", "common"], "--space must be"), (["--space", "shared", "--pca", "0"], "--pca")):
+        r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--method", "kmeans", *bad)
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
+    r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--space", "shared")
+    assert r.returncode == 2 and "--method kmeans" in r.stderr
+
+
 def test_two_processes_cover_odd_count_once(tiny_run, tmp_path):
     run, cache, _ = tiny_run
     # a second cache, same ingest settings, with an odd number of videos: incremental labelling

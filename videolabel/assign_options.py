@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["METHODS", "MODALITIES", "AssignOptions"]
+__all__ = ["METHODS", "MODALITIES", "SPACES", "AssignOptions"]
 
 METHODS = ("selavi", "kmeans")
+SPACES = ("joint", "shared")
 MODALITIES = ("both", "audio", "visual")
 
 
@@ -22,7 +23,12 @@ class AssignOptions:
     layout: str = "wide"
     random_init: bool = False  # k-means on a randomly initialised encoder (paper Table 5 baseline)
     k: int | str | None = None  # k-means k (default: the run's K), or "auto" (videolabel.cluster.choosek)
-    pca: int = 32  # k-means: PCA-whiten each modality's features to this many dims first (0 = L2 only)
+    # k-means: the features' space: "joint" (each modality PCA-whitened; the paper's Table 5 baseline) or
+    # "shared" (each modality's canonical variates with the other, videolabel.cluster.cca)
+    space: str = "joint"
+    # k-means: PCA-whiten each modality's features to this many dims first (0 = L2 only; None: 32 for the
+    # joint space, SHARED_PCA = 64 for the shared one)
+    pca: int | None = None
     batch_size: int = 64
     workers: int = 4
     seed: int = 0
@@ -59,8 +65,18 @@ class AssignOptions:
             raise VideolabelError("--k auto compares the frames with the sound: it needs --modality both")
         if self.k is not None and self.method != "kmeans":
             raise VideolabelError("--k only makes sense with --method kmeans (the run's heads have the run's K)")
+        if self.space not in SPACES:
+            raise VideolabelError(f"--space must be one of {', '.join(SPACES)}")
+        if self.space != "joint" and self.method != "kmeans":
+            raise VideolabelError("--space only makes sense with --method kmeans")
+        if self.space == "shared" and self.modality != "both":
+            raise VideolabelError("--space shared keeps what the frames and the sound share: it needs --modality both")
+        if self.pca is None:
+            self.pca = 64 if self.space == "shared" else 32
         if self.pca < 0:
             raise VideolabelError("--pca must be >= 0")
+        if self.space == "shared" and self.pca == 0:
+            raise VideolabelError("--space shared whitens first: --pca must be >= 1")
         if self.head != "auto":
             try:
                 self.head = int(self.head)

@@ -24,7 +24,8 @@ from videolabel.data.dataset import ShardDataset
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.inference import RunModel
 
-__all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "kmeans_auto_k", "pick_head", "write_features"]
+__all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "kmeans_auto_k", "kmeans_space", "pick_head",
+           "write_features"]
 
 #: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
 AUTO_K_RESTARTS = 3
@@ -58,14 +59,19 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if opts.method == "kmeans":
-        from videolabel.kmeans import assign_confidence, kmeans, pooled_features
+        from videolabel.errors import VideolabelError
+        from videolabel.kmeans import assign_confidence, kmeans
 
-        feats = pooled_features(full["fv"], full["fa"], has_audio, opts.modality, pca=opts.pca)
+        if opts.space == "shared" and run.train_config.modalities not in ("both", "concat"):
+            raise VideolabelError(f"--space shared needs both towers trained; this run trained "
+                                  f"modalities={run.train_config.modalities}")
+
         if opts.k == "auto":
-            km, k, k_scores = kmeans_auto_k(full, has_audio, feats, opts)
+            km, k, k_scores, feats = kmeans_auto_k(full, has_audio, opts)
             meta.update(k_choice="auto", k_scores={str(kk): round(v, 6) for kk, v in k_scores.items()})
         else:
             k = int(opts.k) if opts.k is not None else run.train_config.num_clusters
+            feats = kmeans_space(full, has_audio, opts, k)
             km = kmeans(feats, k, seed=opts.seed)
         prob, margin = assign_confidence(feats, km.centroids)
         clusters = np.asarray(km.labels)[None, :]
@@ -75,7 +81,7 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         mismatch = None
         head = 0
         meta.update(method="kmeans-random-init" if opts.random_init else "kmeans", num_clusters=int(k),
-                    num_heads=1, head=0, pca=opts.pca)
+                    num_heads=1, head=0, pca=opts.pca, space=opts.space)
     else:
         if "lf" in full:  # modalities=concat: the fusion heads
             logp = full["lf"]
@@ -126,13 +132,30 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
     return table, meta
 
 
-def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, feats: np.ndarray, opts: AssignOptions
-                  ) -> tuple[Any, int, dict[int, float]]:
+def kmeans_space(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: AssignOptions, k: int) -> np.ndarray:
+    """The features k-means clusters into ``k``: ``opts.space`` "joint" (each modality whitened to ``opts.pca``
+    dims) or "shared" (each modality's :func:`~videolabel.cluster.cca.shared_dims` ``(k)`` canonical variates
+    with the other, after whitening to ``opts.pca``), L2-normalised per modality and concatenated."""
+    from videolabel.cluster.cca import shared_dims
+    from videolabel.errors import VideolabelError
+    from videolabel.kmeans import pooled_features
+
+    pca = int(opts.pca or 0)
+    if opts.space == "shared":
+        if int(has_audio.sum()) < 3:
+            raise VideolabelError(f"--space shared compares the frames with the sound: {int(has_audio.sum())} of "
+                                  f"{len(has_audio)} videos have audio (at least 3 needed)")
+        return pooled_features(full["fv"], full["fa"], has_audio, opts.modality, pca=pca, shared=shared_dims(k))
+    return pooled_features(full["fv"], full["fa"], has_audio, opts.modality, pca=pca)
+
+
+def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: AssignOptions
+                  ) -> tuple[Any, int, dict[int, float], np.ndarray]:
     """``--k auto``: k-means at every candidate K (:data:`~videolabel.cluster.choosek.AUTO_K` up to half the
-    videos), ``AUTO_K_RESTARTS`` seeds each, scored by the frames' and the sound's agreement about each
-    partition (:func:`~videolabel.cluster.choosek.cross_modal_information`); K by
+    videos) in :func:`kmeans_space`, ``AUTO_K_RESTARTS`` seeds each, scored by the frames' and the sound's
+    agreement about each partition (:func:`~videolabel.cluster.choosek.cross_modal_information`); K by
     :func:`~videolabel.cluster.choosek.choose_k`, and the best-scoring restart at that K. Returns
-    (its k-means result, K, the best score per K)."""
+    (its k-means result, K, the best score per K, the features it clustered)."""
     from videolabel.cluster.choosek import AUTO_K, choose_k, cross_modal_information
     from videolabel.errors import VideolabelError
     from videolabel.kmeans import kmeans, pooled_features
@@ -143,19 +166,21 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, feats:
     if not cands:
         raise VideolabelError(f"--k auto needs videos with sound to compare with their frames: {n} of "
                               f"{len(ok)} have audio (at least {2 * AUTO_K[0]} needed)")
-    xv = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "visual", pca=opts.pca)[ok])
-    xa = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "audio", pca=opts.pca)[ok])
-    best: dict[int, tuple[float, Any]] = {}
+    pca = int(opts.pca or 0)
+    xv = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "visual", pca=pca)[ok])
+    xa = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "audio", pca=pca)[ok])
+    best: dict[int, tuple[float, Any, np.ndarray]] = {}
     for k in cands:
+        feats = kmeans_space(full, has_audio, opts, k)
         for r in range(AUTO_K_RESTARTS):
             km = kmeans(feats, k, seed=opts.seed + r)
             score = cross_modal_information(xv, xa, torch.as_tensor(np.asarray(km.labels)[ok], dtype=torch.int64),
                                             k, seed=opts.seed)
             if k not in best or score > best[k][0]:
-                best[k] = (score, km)
+                best[k] = (score, km, feats)
     scores = {k: v[0] for k, v in best.items()}
     k = choose_k(scores)
-    return best[k][1], k, scores
+    return best[k][1], k, scores, best[k][2]
 
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["KMeansResult", "kmeans", "assign_confidence", "squared_distances", "faiss_num_gpus", "pca_whiten",
-           "l2_normalise"]
+           "pca_whitening", "l2_normalise"]
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,27 @@ def assign_confidence(
     return prob.astype(np.float32), margin.astype(np.float32)
 
 
+def pca_whitening(features: np.ndarray, dims: int, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The map of :func:`pca_whiten`, to apply to other rows too: ``(mean [D], components [D, dims],
+    scale [dims])``, where whitened = ``((x - mean) @ components) / scale`` (float64 throughout)."""
+    x = _as_matrix(features).astype(np.float64)
+    n, d = x.shape
+    if dims < 1:
+        raise VideolabelError(f"PCA needs dims >= 1, got {dims}")
+    if n < 2:
+        raise VideolabelError(f"PCA whitening needs at least 2 points, got {n}")
+    dims = int(min(dims, d, n - 1))
+    mean = x.mean(axis=0)
+    xc = x - mean[None, :]
+    cov = xc.T @ xc / (n - 1)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    order = np.argsort(evals)[::-1][:dims]
+    evals, evecs = evals[order], evecs[:, order]
+    signs = np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(dims)])
+    evecs = evecs * np.where(signs == 0, 1.0, signs)
+    return mean, evecs, np.sqrt(np.maximum(evals, 0.0) + eps)
+
+
 def pca_whiten(features: np.ndarray, dims: int, eps: float = 1e-6) -> np.ndarray:
     """Project ``[N, D]`` features on their top ``dims`` principal components and whiten them.
 
@@ -252,37 +273,36 @@ def pca_whiten(features: np.ndarray, dims: int, eps: float = 1e-6) -> np.ndarray
     variance, each with the sign that makes its largest-magnitude loading positive (deterministic).
     Returns float32 ``[N, dims]``. Computed in float64 by an eigendecomposition of the D x D covariance.
     """
-    x = _as_matrix(features).astype(np.float64)
-    n, d = x.shape
-    if dims < 1:
-        raise VideolabelError(f"PCA needs dims >= 1, got {dims}")
-    if n < 2:
-        raise VideolabelError(f"PCA whitening needs at least 2 points, got {n}")
-    dims = int(min(dims, d, n - 1))
-    xc = x - x.mean(axis=0, keepdims=True)
-    cov = xc.T @ xc / (n - 1)
-    evals, evecs = np.linalg.eigh(cov)  # ascending
-    order = np.argsort(evals)[::-1][:dims]
-    evals, evecs = evals[order], evecs[:, order]
-    signs = np.sign(evecs[np.abs(evecs).argmax(axis=0), np.arange(dims)])
-    evecs = evecs * np.where(signs == 0, 1.0, signs)
-    out = (xc @ evecs) / np.sqrt(np.maximum(evals, 0.0) + eps)
+    mean, components, scale = pca_whitening(features, dims, eps)
+    xc = _as_matrix(features).astype(np.float64) - mean[None, :]
+    out = (xc @ components) / scale
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor, modality: str = "both", *,
-                    pca: int = 0) -> np.ndarray:
+                    pca: int = 0, shared: int = 0) -> np.ndarray:
     """Global-average-pooled encoder features for k-means: per modality PCA-whitened to ``pca`` dims
     (0: not) then L2-normalised, and concatenated (both; zeros for a video without audio).
 
     Why whiten: pooled post-ReLU features share a large common component, and raw L2-normalised
     features let k-means split on it. On 1,000 AV-Digits videos (tiny preset, 20 epochs) k-means NMI
     to the digit was 17.6 (L2 only) / 38.0 (whitened to 32 dims) on trained features and 23.6 / 16.7 on
-    randomly initialised ones: without whitening the trained encoder looked worse than a random one."""
+    randomly initialised ones: without whitening the trained encoder looked worse than a random one.
+
+    ``shared > 0`` (the ``shared`` space): instead of the whitened features, each modality's top
+    ``shared`` canonical variates with the other modality (CCA after whitening to ``pca`` dims,
+    :func:`videolabel.cluster.cca.shared_features`): only what the frames and the sound vary in together.
+    Needs both modalities' features even for ``modality="visual"`` or ``"audio"``."""
     import torch
     import torch.nn.functional as F
 
-    if pca > 0:
+    if shared > 0:
+        from videolabel.cluster.cca import shared_features
+
+        sv, sa, _ = shared_features(fv.numpy(), fa.numpy(), has_audio.numpy().astype(bool), shared,
+                                    pca=pca if pca > 0 else 32)
+        fv, fa = torch.from_numpy(sv), torch.from_numpy(sa)
+    elif pca > 0:
         fv = torch.from_numpy(pca_whiten(fv.numpy(), pca))
         ok = has_audio.numpy().astype(bool)
         w = torch.from_numpy(pca_whiten(fa.numpy()[ok], pca)) if ok.sum() >= 2 else None

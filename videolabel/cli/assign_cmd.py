@@ -27,8 +27,11 @@ def assign(
                                      help="k-means on a randomly initialised encoder."),
     k: Optional[str] = typer.Option(None, "--k", help="k for --method kmeans (default: the run's K), or auto: "
                                     "the K (2-64) whose clusters the frames and the sound agree on most."),
-    pca: int = typer.Option(_A.pca, "--pca", help="k-means: PCA-whiten each modality's features to N dims "
-                             "first (0: L2 only)."),
+    space: str = typer.Option(_A.space, "--space", help="k-means: joint (each modality's whitened features) or "
+                              "shared (only what the frames and the sound vary in together: canonical correlation "
+                              "analysis)."),
+    pca: Optional[int] = typer.Option(None, "--pca", help="k-means: PCA-whiten each modality's features to N dims "
+                                      "first (0: L2 only; default 32, 64 with --space shared)."),
     modality: str = typer.Option(_A.modality,
                                  help=f"{', '.join(MODALITIES[:-1])} or {MODALITIES[-1]}."),
     head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, or auto "
@@ -59,8 +62,8 @@ def assign(
         workers = default_loader_workers()
 
     opts = AssignOptions(method=method, modality=modality, head=head, clips=clips, degrade=degrade, layout=layout,
-                         random_init=random_init, k=k, pca=pca, batch_size=batch_size, workers=workers, seed=seed,
-                         features=str(features) if features else None, name=name)
+                         random_init=random_init, k=k, space=space, pca=pca, batch_size=batch_size, workers=workers,
+                         seed=seed, features=str(features) if features else None, name=name)
     summary = run_assign(run, out, cache=cache, options=opts, device=device)
     if int(os.environ.get("RANK", "0")) != 0:
         return
