@@ -38,3 +38,22 @@ def test_kmeans_labels_and_distilled_heads_learn_them():
     assert steps == 10 * 2  # 60 clips in batches of 32: two steps an epoch
     assert fit == 1.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.video_encoder.parameters()))  # heads only
+
+
+def test_shared_space_labels_are_kmeans_on_the_canonical_variates():
+    """final_space=shared: k-means on what the two modalities share (as assign --method kmeans --space
+    shared), one seed per head; on classes both modalities see, the labels find them."""
+    from videolabel.cluster.cca import SHARED_PCA, shared_dims
+    from videolabel.metrics import nmi
+
+    model = build_model("tiny", num_clusters=3, num_heads=2)
+    n = 90
+    fv, truth = _features(n, 3, model.feat_dim_v, seed=1)
+    fa, _ = _features(n, 3, model.feat_dim_a, seed=2)
+    has_audio = torch.ones(n, dtype=torch.bool)
+    labels = kmeans_labels(fv, fa, has_audio, 3, 2, seed=0, space="shared")
+    x = pooled_features(fv, fa, has_audio, "both", pca=SHARED_PCA, shared=shared_dims(3))
+    assert x.shape == (n, 2 * shared_dims(3))
+    for h in range(2):
+        assert labels[h].tolist() == list(kmeans(x, 3, seed=seed_for(0, DISTILL, h) % (1 << 31)).labels)
+        assert nmi(truth.numpy(), labels[h].numpy()) > 0.99

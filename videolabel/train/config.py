@@ -69,6 +69,10 @@ class TrainConfig:
     # than videos the last solve's labels are kept
     final_labels: str = "heads"
     distill_epochs: int = 40  # final_labels="features": epochs of head-only training on the k-means labels
+    # final_labels="features": the space of that k-means: "joint" (each modality PCA-whitened) or "shared"
+    # (each modality's canonical variates with the other: only what frames and sound vary in together;
+    # not in the paper, docs/method.md "What both streams share")
+    final_space: str = "joint"
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
@@ -122,6 +126,7 @@ class TrainConfig:
         need(self.label_inputs in ("train", "eval"), "label_inputs must be train or eval")
         need(self.final_labels in ("heads", "features"), "final_labels must be heads or features")
         need(self.distill_epochs >= 1, "distill_epochs must be >= 1")
+        need(self.final_space in ("joint", "shared"), "final_space must be joint or shared")
         need(self.precise_bn_clips >= 0, "precise_bn_clips must be >= 0")
         need(self.label_bn != "precise" or self.precise_bn_clips >= 2, "label_bn=precise needs precise_bn_clips >= 2")
         need(self.n_solves >= 1, "n_solves must be >= 1")
@@ -163,6 +168,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "balance_modalities": True,
         "label_inputs": "eval",
         "final_labels": "features",
+        "final_space": "shared",
         "label_bn": "batch",
         "decorrelate": False,
         "video_norm": "clip",

@@ -1,8 +1,10 @@
 """``final_labels="features"`` (not in the paper): k-means labels on the final features, distilled into the heads.
 
 On CPU budgets the heads' labels lag the encoders' features (docs/method.md "The tiny recipe"), so a run may
-end with k-means (one seed per head) on the clip-averaged pooled features, PCA-whitened and L2-normalised per
-modality as ``assign --method kmeans`` does (:func:`kmeans_labels`); every head is then trained on the frozen
+end with k-means (one seed per head) on the clip-averaged pooled features, PCA-whitened (``final_space:
+joint``) or reduced to what the two modalities share (``final_space: shared``, canonical correlation
+analysis) and L2-normalised per modality, as ``assign --method kmeans [--space shared]`` does
+(:func:`kmeans_labels`); every head is then trained on the frozen
 per-clip features to predict its labels (:func:`distill_heads`), so that ``assign`` reproduces them and
 labels new videos with the same clusters.
 """
@@ -23,15 +25,22 @@ __all__ = ["distill_heads", "kmeans_labels"]
 
 
 def kmeans_labels(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
-                  num_heads: int, seed: int) -> Tensor:
+                  num_heads: int, seed: int, space: str = "joint") -> Tensor:
     """[H, N] labels: k-means with K = ``num_clusters`` on the videos' pooled features, one seed per head.
 
-    The features ([N, Dv] and [N, Da], CPU) are PCA-whitened to 32 dimensions and L2-normalised per
-    modality (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``), as ``assign --method kmeans``.
+    The features ([N, Dv] and [N, Da], CPU) are, per modality, PCA-whitened to 32 dimensions
+    (``space="joint"``, as ``assign --method kmeans``) or reduced to their ``2 K`` top canonical variates
+    with the other modality after whitening to 64 (``space="shared"``, as ``assign --method kmeans
+    --space shared``), then L2-normalised (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``).
     """
+    from videolabel.cluster.cca import SHARED_PCA, shared_dims
     from videolabel.kmeans import kmeans, pooled_features
 
-    x = pooled_features(video_features, audio_features, has_audio, "both", pca=32)
+    if space == "shared" and int(has_audio.sum()) >= 3:
+        x = pooled_features(video_features, audio_features, has_audio, "both", pca=SHARED_PCA,
+                            shared=shared_dims(num_clusters))
+    else:
+        x = pooled_features(video_features, audio_features, has_audio, "both", pca=32)
     return torch.stack([torch.as_tensor(kmeans(x, num_clusters, seed=seed_for(seed, DISTILL, h) % (1 << 31)).labels,
                                         dtype=torch.int64) for h in range(num_heads)])
 

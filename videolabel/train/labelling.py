@@ -156,7 +156,8 @@ def distill_labels(passes: Passes, labels: torch.Tensor, has_audio: torch.Tensor
     fv, fa, owner, mean = passes.final_features()
     full = D.all_gather_rows(mean, passes.n).cpu()
     dv = fv.shape[1]
-    new = kmeans_labels(full[:, :dv], full[:, dv:], has_audio.cpu(), K, H, cfg.seed)
+    space = cfg.final_space if cfg.modalities in ("both", "concat") else "joint"  # shared needs both streams
+    new = kmeans_labels(full[:, :dv], full[:, dv:], has_audio.cpu(), K, H, cfg.seed, space=space)
     steps, fit = distill_heads(passes.model, fv, fa, owner, new, has_audio, epochs=cfg.distill_epochs,
                                weight_decay=cfg.weight_decay, seed=cfg.seed, rank=info.rank,
                                world_size=info.world_size)
