@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(doc: dict[str, Any]) -> str:
     def cell(name: str, metric: str) -> str:
-        v = np.asarray([e[name][metric] for e in doc["per_seed"]]) * 100
+        v = np.asarray([e[name][metric] for e in doc["result"]["per_seed"]]) * 100
         return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}"
 
     lines = [
@@ -207,7 +207,7 @@ def render(doc: dict[str, Any]) -> str:
         "",
         f"- Command: `{doc['command']}`",
         f"- Date: {doc['date']}; machine: {doc['machine']}; torch {doc['torch']}",
-        f"- Collection: {doc['n_videos']} videos, 10 digits; espeak-ng voices in {len(VOICES)} languages "
+        f"- Collection: {doc['result']['n_videos']} videos, 10 digits; espeak-ng voices in {len(VOICES)} languages "
         f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style varied`; groups: "
         + "; ".join(f"{s} {f:g} fps {t:g} s {c}" for s, f, t, c in GROUPS),
         "- Ingest: the default settings; training: `--preset tiny --clusters 10 "
