@@ -187,6 +187,22 @@ def test_kmeans_auto_k_scores_every_candidate_and_keeps_the_choice(tiny_run, tmp
         assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
 
 
+def test_head_consensus_writes_the_medoid_head(tiny_run, tmp_path):
+    from videolabel.cluster.select import consensus_head
+
+    run, _, _ = tiny_run
+    r = cli("assign", str(run), "--out", str(tmp_path / "c.parquet"), "--head", "consensus", "--workers", "0",
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"videolabel"])
+    df = pd.read_parquet(tmp_path / "c.parquet")
+    heads = np.stack([df[f"cluster_h{h}"].to_numpy() for h in range(meta["num_heads"])])
+    assert meta["head_choice"] == "consensus" and meta["head"] == consensus_head(heads)
+    assert (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
+    r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "medoid")
+    assert r.returncode == 2 and "--head must be auto, consensus" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_kmeans_in_the_shared_space(tiny_run, tmp_path):
     """--space shared: k-means on the canonical variates of the two towers' features (whitened to 64)."""
     run, _, _ = tiny_run

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from videolabel.cluster.select import MISMATCH_FLAG, audio_visual_nmi, choose_head, modality_mismatch
+from videolabel.cluster.select import MISMATCH_FLAG, audio_visual_nmi, choose_head, consensus_head, modality_mismatch
 
 
 def brute_nmi(a: list[int], b: list[int]) -> float:
@@ -91,3 +91,36 @@ def test_modality_mismatch_bounds_identical_and_disjoint():
     assert modality_mismatch(a, b).item() >= MISMATCH_FLAG > modality_mismatch(same, same).item()
     with pytest.raises(ValueError):
         modality_mismatch(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _brute_nmi(a: np.ndarray, b: np.ndarray) -> float:
+    """NMI with the arithmetic-mean normalisation, from the joint counts (no library code)."""
+    n = len(a)
+    pab = {}
+    for x, y in zip(a.tolist(), b.tolist()):
+        pab[(x, y)] = pab.get((x, y), 0) + 1
+    pa = {x: (a == x).sum() / n for x in set(a.tolist())}
+    pb = {y: (b == y).sum() / n for y in set(b.tolist())}
+    mi = sum(c / n * math.log((c / n) / (pa[x] * pb[y])) for (x, y), c in pab.items())
+    ha = -sum(p * math.log(p) for p in pa.values())
+    hb = -sum(p * math.log(p) for p in pb.values())
+    return mi / (0.5 * (ha + hb)) if ha + hb > 0 else 1.0
+
+
+def test_consensus_head_is_the_medoid_partition_brute_force():
+    rng = np.random.default_rng(0)
+    truth = np.arange(120) % 4
+    heads = []
+    for noise in (0.1, 0.2, 0.15, 0.8):  # three noisy copies of one partition and an outlier
+        h = truth.copy()
+        flip = rng.random(120) < noise
+        h[flip] = rng.integers(0, 4, flip.sum())
+        heads.append(rng.permutation(4)[h])  # the cluster ids themselves do not matter
+    c = np.stack(heads)
+    mean = [np.mean([_brute_nmi(c[i], c[j]) for j in range(4) if j != i]) for i in range(4)]
+    assert consensus_head(c) == int(np.argmax(mean)) == 0
+    assert consensus_head(c[[3, 1, 2]]) != 0  # the outlier is never the consensus
+    assert consensus_head(c[:1]) == 0
+    assert consensus_head(np.stack([c[1], c[1]])) == 0  # ties: the lowest index
+    with pytest.raises(ValueError):
+        consensus_head(np.zeros(5))

@@ -17,7 +17,9 @@ MODALITIES = ("both", "audio", "visual")
 class AssignOptions:
     method: str = "selavi"  # "selavi" (the heads) or "kmeans" (k-means on pooled encoder features)
     modality: str = "both"  # "both", "audio" or "visual"
-    head: int | str = "auto"  # head that fills the top-level `cluster` column, or "auto" (see choose_head)
+    # head that fills the top-level `cluster` column: an index, "auto" (the frames' and the sound's clusters
+    # agree most: cluster.select.choose_head) or "consensus" (agrees most with the other heads: consensus_head)
+    head: int | str = "auto"
     clips: int | None = None  # clips per video to average (None: all cached clips)
     degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
     layout: str = "wide"
@@ -77,9 +79,9 @@ class AssignOptions:
             raise VideolabelError("--pca must be >= 0")
         if self.space == "shared" and self.pca == 0:
             raise VideolabelError("--space shared whitens first: --pca must be >= 1")
-        if self.head != "auto":
+        if self.head not in ("auto", "consensus"):
             try:
                 self.head = int(self.head)
             except (TypeError, ValueError):
-                raise VideolabelError(f"--head must be auto or a head index, got {self.head!r}") from None
+                raise VideolabelError(f"--head must be auto, consensus or a head index, got {self.head!r}") from None
         return self

@@ -104,7 +104,7 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
             mismatch[~has_audio.numpy()] = np.nan  # no sound to compare with
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head,
-                    head_choice="auto" if opts.head == "auto" else "fixed", head_av_nmi=scores)
+                    head_choice=opts.head if opts.head in ("auto", "consensus") else "fixed", head_av_nmi=scores)
     meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
     if opts.degrade > 1 and not opts.name:
         meta["name"] += f"-degrade{opts.degrade}"
@@ -189,13 +189,21 @@ def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Ten
     """The head that fills ``cluster``, and every head's audio-visual agreement score (None where the run
     has no two trained towers to compare: ``modalities`` concat, video or audio). ``"auto"`` picks the
     head whose frames-only and audio-only clusters agree most on the videos being labelled
-    (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare."""
+    (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare;
+    ``"consensus"`` the head whose combined clusters agree most with the other heads'
+    (:func:`~videolabel.cluster.select.consensus_head`)."""
     from videolabel.cluster.select import audio_visual_nmi, choose_head
 
     scores = None
     if run.train_config.modalities == "both" and "lv" in full:
         scores = audio_visual_nmi(full["lv"].argmax(-1).numpy(), full["la"].argmax(-1).numpy(), has_audio.numpy())
         scores = [round(x, 6) for x in scores]
+    if head == "consensus":
+        from videolabel.cluster.select import consensus_head
+
+        logp = full["lf"] if "lf" in full else combine_modalities(
+            full["lv"], full["la"], has_audio, "both", balance=run.train_config.balance_modalities)
+        return consensus_head(logp.argmax(-1).numpy()), scores
     if head != "auto":
         return int(head), scores
     return (choose_head(scores) if scores is not None else 0), scores

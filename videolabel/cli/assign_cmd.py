@@ -34,9 +34,9 @@ def assign(
                                       "first (0: L2 only; default 32, 64 with --space shared)."),
     modality: str = typer.Option(_A.modality,
                                  help=f"{', '.join(MODALITIES[:-1])} or {MODALITIES[-1]}."),
-    head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, or auto "
+    head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, auto "
                              "(the head whose frames-only and audio-only clusters agree most; head 0 where the run "
-                             "has one trained tower)."),
+                             "has one trained tower) or consensus (the head that agrees most with the other heads)."),
     clips: Optional[int] = typer.Option(_A.clips, help="Clips per video to average (default: all cached clips)."),
     degrade: int = typer.Option(_A.degrade, help="Degrade frames by nearest down/up-sampling by this factor (Fig. 2)."),
     layout: str = typer.Option(_A.layout, help="wide (a row per video) or long (a row per video and head)."),
