@@ -325,7 +325,7 @@ def test_several_runs_refused_cleanly(tiny_run, second_run, tmp_path):
     r = cli("assign", str(run), str(moved), "--out", str(tmp_path / "x.parquet"), "--workers", "0")
     assert r.returncode == 2 and "different caches" in r.stderr and "Traceback" not in r.stderr
     r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "best")
-    assert r.returncode == 2 and "--head must be auto or a head index" in r.stderr
+    assert r.returncode == 2 and "--head must be auto, consensus or a head index" in r.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 

@@ -149,8 +149,8 @@ def _check_run(run: RunModel, opts: AssignOptions, *, several: bool) -> None:
     if several and trained != "both":
         raise VideolabelError(f"choosing among several runs needs runs that trained both towers; {run.run_id} "
                               f"has modalities={trained}")
-    if isinstance(opts.head, int) and not 0 <= opts.head < run.train_config.num_heads:  # validate(): int or auto
-        raise VideolabelError(f"--head must be auto or in 0..{run.train_config.num_heads - 1}")
+    if isinstance(opts.head, int) and not 0 <= opts.head < run.train_config.num_heads:  # else auto or consensus
+        raise VideolabelError(f"--head must be auto, consensus or in 0..{run.train_config.num_heads - 1}")
 
 
 def _gather(local: dict[str, torch.Tensor], out: Path, index: int, info: Any) -> dict[str, torch.Tensor] | None:
