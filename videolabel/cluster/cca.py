@@ -40,8 +40,9 @@ SHARED_PCA = 64
 def shared_dims(num_clusters: int) -> int:
     """Canonical pairs kept for ``num_clusters`` clusters: ``2 K`` (``K`` clusters span ``K - 1`` shared
     directions; the margin keeps pairs the finite sample ranks a little lower). Capped by the whitened
-    dimensions in :func:`shared_features`: at ``2 K >= SHARED_PCA`` the shared space is the whole whitened
-    space, rotated, and k-means in it is k-means on the joint whitened features."""
+    dimensions in :func:`shared_features`: at ``2 K >= SHARED_PCA`` (and as many whitened dimensions in both
+    modalities) the shared space is the whole whitened space, rotated, and k-means in it is k-means on the
+    features whitened to ``SHARED_PCA`` dimensions."""
     return 2 * int(num_clusters)
 
 
