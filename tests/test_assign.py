@@ -168,13 +168,16 @@ def test_kmeans_baselines_and_features(tiny_run, tmp_path):
     assert s0.meta["method"] == "kmeans-random-init" and s.num_clusters == 4
 
 
+def _assign_cli(run: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, pd.DataFrame]:
+    """``videolabel assign RUN --out OUT ARGS`` on the CPU, in-process loader; (result, metadata, table)."""
+    r = cli("assign", str(run), "--out", str(out), *args, "--workers", "0", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    return r, json.loads(pq.read_schema(out).metadata[b"videolabel"]), pd.read_parquet(out)
+
+
 def test_kmeans_auto_k_scores_every_candidate_and_keeps_the_choice(tiny_run, tmp_path):
     run, _, _ = tiny_run
-    r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--method", "kmeans", "--k", "auto",
-            "--workers", "0", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
-    meta = json.loads(pq.read_schema(tmp_path / "auto.parquet").metadata[b"videolabel"])
-    df = pd.read_parquet(tmp_path / "auto.parquet")
+    r, meta, df = _assign_cli(run, tmp_path / "auto.parquet", "--method", "kmeans", "--k", "auto")
     scores = {int(k): v for k, v in meta["k_scores"].items()}
     from videolabel.cluster.choosek import AUTO_K, choose_k
 
@@ -191,11 +194,7 @@ def test_head_consensus_writes_the_medoid_head(tiny_run, tmp_path):
     from videolabel.cluster.select import consensus_head
 
     run, _, _ = tiny_run
-    r = cli("assign", str(run), "--out", str(tmp_path / "c.parquet"), "--head", "consensus", "--workers", "0",
-            "--device", "cpu")
-    assert r.returncode == 0, r.stderr
-    meta = json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"videolabel"])
-    df = pd.read_parquet(tmp_path / "c.parquet")
+    _, meta, df = _assign_cli(run, tmp_path / "c.parquet", "--head", "consensus")
     heads = np.stack([df[f"cluster_h{h}"].to_numpy() for h in range(meta["num_heads"])])
     assert meta["head_choice"] == "consensus" and meta["head"] == consensus_head(heads)
     assert (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
@@ -206,16 +205,12 @@ def test_head_consensus_writes_the_medoid_head(tiny_run, tmp_path):
 def test_kmeans_in_the_shared_space(tiny_run, tmp_path):
     """--space shared: k-means on the canonical variates of the two towers' features (whitened to 64)."""
     run, _, _ = tiny_run
-    r = cli("assign", str(run), "--out", str(tmp_path / "s.parquet"), "--method", "kmeans", "--space", "shared",
-            "--workers", "0", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
-    meta = json.loads(pq.read_schema(tmp_path / "s.parquet").metadata[b"videolabel"])
+    _, meta, df = _assign_cli(run, tmp_path / "s.parquet", "--method", "kmeans", "--space", "shared")
     joint = json.loads(pq.read_schema(assign(run, tmp_path / "j.parquet", options=AssignOptions(
         workers=0, method="kmeans"), device="cpu").out).metadata[b"videolabel"])
     assert joint["space"] == "joint" and joint["pca"] == 32
     k = joint["num_clusters"]  # the run's K
     assert meta["space"] == "shared" and meta["pca"] == 64 and meta["num_clusters"] == k
-    df = pd.read_parquet(tmp_path / "s.parquet")
     assert df["cluster"].between(0, k - 1).all() and df["cluster"].nunique() > 1
     for bad, what in ((["--space", "shared", "--modality", "audio"], "--modality both"),
                       (["--space", "common"], "--space must be"), (["--space", "shared", "--pca", "0"], "--pca")):

@@ -156,6 +156,7 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: 
     agreement about each partition (:func:`~videolabel.cluster.choosek.cross_modal_information`); K by
     :func:`~videolabel.cluster.choosek.choose_k`, and the best-scoring restart at that K. Returns
     (its k-means result, K, the best score per K, the features it clustered)."""
+    from videolabel.cluster.cca import shared_dims
     from videolabel.cluster.choosek import AUTO_K, choose_k, cross_modal_information
     from videolabel.errors import VideolabelError
     from videolabel.kmeans import kmeans, pooled_features
@@ -170,8 +171,12 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: 
     xv = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "visual", pca=pca)[ok])
     xa = torch.from_numpy(pooled_features(full["fv"], full["fa"], has_audio, "audio", pca=pca)[ok])
     best: dict[int, tuple[float, Any, np.ndarray]] = {}
+    spaces: dict[int, np.ndarray] = {}  # the joint space does not depend on K: built once
     for k in cands:
-        feats = kmeans_space(full, has_audio, opts, k)
+        key = shared_dims(k) if opts.space == "shared" else 0
+        if key not in spaces:
+            spaces[key] = kmeans_space(full, has_audio, opts, k)
+        feats = spaces[key]
         for r in range(AUTO_K_RESTARTS):
             km = kmeans(feats, k, seed=opts.seed + r)
             score = cross_modal_information(xv, xa, torch.as_tensor(np.asarray(km.labels)[ok], dtype=torch.int64),
@@ -181,7 +186,6 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: 
     scores = {k: v[0] for k, v in best.items()}
     k = choose_k(scores)
     return best[k][1], k, scores, best[k][2]
-
 
 
 def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str

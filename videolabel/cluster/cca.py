@@ -46,6 +46,11 @@ def shared_dims(num_clusters: int) -> int:
     return 2 * int(num_clusters)
 
 
+def _whiten(x: np.ndarray, mean: np.ndarray, components: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``((x - mean) @ components) / scale`` in float64: :func:`videolabel.kmeans.pca_whitening`'s map."""
+    return ((np.asarray(x, dtype=np.float64) - mean[None, :]) @ components) / scale
+
+
 @dataclass(frozen=True)
 class CanonicalMaps:
     """The fitted maps of :func:`fit_cca`: canonical variates of new rows are
@@ -63,8 +68,7 @@ class CanonicalMaps:
         ("video" or "audio")."""
         mean, components, scale, rotation = self.video if modality == "video" else self.audio
         r = rotation.shape[1] if dims is None else int(min(dims, rotation.shape[1]))
-        white = ((np.asarray(x, dtype=np.float64) - mean[None, :]) @ components) / scale
-        return white @ rotation[:, :r]
+        return _whiten(x, mean, components, scale) @ rotation[:, :r]
 
 
 def fit_cca(xv: np.ndarray, xa: np.ndarray, *, pca: int = 32) -> CanonicalMaps:
@@ -80,8 +84,7 @@ def fit_cca(xv: np.ndarray, xa: np.ndarray, *, pca: int = 32) -> CanonicalMaps:
     n = len(xv)
     mv = pca_whitening(xv, pca)
     ma = pca_whitening(xa, pca)
-    wv = ((xv.astype(np.float64) - mv[0][None, :]) @ mv[1]) / mv[2]
-    wa = ((xa.astype(np.float64) - ma[0][None, :]) @ ma[1]) / ma[2]
+    wv, wa = _whiten(xv, *mv), _whiten(xa, *ma)
     u, rho, vt = np.linalg.svd(wv.T @ wa / (n - 1), full_matrices=False)
     signs = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
     signs = np.where(signs == 0, 1.0, signs)
