@@ -182,6 +182,21 @@ def init_worker() -> None:
             pass
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    single_threaded_blas()
+
+
+def single_threaded_blas() -> None:
+    """One BLAS thread in this process, whatever numpy's BLAS was loaded with.
+
+    The environment variables above only reach libraries loaded after them; a forked worker inherits
+    numpy's BLAS as the parent loaded it (one thread per core). Its threads then busy-wait after every
+    product (the log-mel filterbank, one small matrix product per video) and cost more CPU than the
+    product: 55 ms per 2 s video of 30 fps, a third of the decoding itself (AMD EPYC, 2026-12-02;
+    ``benchmarks/RESULTS.md``, the data path). The workers run one per core already.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def noop() -> None:
