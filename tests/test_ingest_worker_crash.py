@@ -14,11 +14,11 @@ from videolabel.ingest import run_ingest
 from videolabel.ingest.worker import process_video
 
 
-def die_on_v001(source, settings):
+def die_on_v001(source, settings, info=None):
     """Stands in for process_video in the forked workers: the process dies on one video."""
     if source.rel.endswith("v001.mp4"):
         os._exit(9)
-    return process_video(source, settings)
+    return process_video(source, settings, info)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs the fork start method")

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from conftest import FFMPEG, make_video, remux
 
-from videolabel.media.probe import MediaError, measure_duration, parse_probe_output, probe
+from videolabel.ingest.discover import Source
+from videolabel.ingest.probeahead import ProbeAhead
+from videolabel.media.probe import (
+    MediaError,
+    measure_duration,
+    parse_probe_output,
+    probe,
+    probe_many,
+    split_probe_output,
+)
 
 OLD_FFMPEG = """\
 Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'phone.mp4':
@@ -126,3 +135,69 @@ def test_probe_errors_are_one_line(tmp_path, kind) -> None:
     assert msg and "\n" not in msg
     expected = {"empty": "empty", "text": "Invalid data", "missing": "not found", "directory": "directory"}[kind]
     assert expected in msg
+
+
+# --- several files per ffmpeg process (videolabel.ingest.probeahead) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Files of several kinds (rotation, no audio, no duration) with unreadable ones among them."""
+    root = tmp_path_factory.mktemp("mixed")
+    files = [
+        make_video(root / "a.mp4", seconds=1.0, size=(160, 96)),
+        remux(make_video(root / "src.mp4", seconds=1.0, size=(160, 96)), root / "rot.mp4", "-display_rotation", "90"),
+        make_video(root / "b.mkv", seconds=1.0, vcodec="mpeg4", acodec="libmp3lame"),
+        make_video(root / "silent.webm", seconds=1.0, audio=None, vcodec="libvpx-vp9",
+                   out_args=["-deadline", "realtime", "-cpu-used", "8"]),
+    ]
+    text = root / "text.mp4"
+    text.write_text("not a video\n" * 10)
+    after = [make_video(root / "c.avi", seconds=1.0, vcodec="mjpeg", pix_fmt="yuvj422p", acodec="pcm_s16le"),
+             make_video(root / "piped.mkv", seconds=1.0, audio=None, fmt="matroska", pipe=True)]
+    return [*files, text, root / "missing.mp4", *after]
+
+
+def test_probe_many_equals_probe_file_by_file(mixed) -> None:
+    infos = probe_many([str(p) for p in mixed], FFMPEG)
+    assert [i is not None for i in infos] == [True] * 4 + [False] * 4  # ffmpeg stops at the text file
+    for p, info in zip(mixed[:4], infos):
+        assert info == probe(p, FFMPEG), p.name
+    assert infos[1].rotation != 0 and not infos[3].has_audio
+    tail = probe_many([str(p) for p in mixed[6:]], FFMPEG)
+    assert tail == [probe(p, FFMPEG) for p in mixed[6:]] and tail[1].duration is None
+
+
+def test_split_probe_output_refuses_text_out_of_order() -> None:
+    one = OLD_FFMPEG.split("At least one")[0]
+    two = one + one.replace("Input #0", "Input #1").replace("Stream #0:", "Stream #1:")
+    texts = split_probe_output(two, 2)
+    assert [parse_probe_output(t) for t in texts] == [parse_probe_output(one)] * 2  # type: ignore[arg-type]
+    assert split_probe_output(two.replace("Input #0", "Input #2"), 3) == [None] * 3
+    assert split_probe_output(one + one, 2) == [None, None]  # input 0 twice
+    assert split_probe_output("garbage\n", 2) == [None, None]
+
+
+def _sources(paths):
+    return [Source(rel=p.name, path=str(p), video_id=p.name) for p in paths]
+
+
+def test_probe_ahead_hands_out_what_probe_says(mixed) -> None:
+    sources = _sources(mixed)
+    ahead = ProbeAhead(FFMPEG, sources, batch=3, ahead=4)
+    got = [ahead.take(s) for s in sources]
+    ahead.close()
+    unreadable = {"text.mp4", "missing.mp4"}
+    for p, info in zip(mixed, got):
+        if p.name in unreadable:
+            assert info is None, p.name  # its worker probes it and gives the reason
+        else:  # the files after an unreadable one are batched again
+            assert info == probe(p, FFMPEG), p.name
+
+
+def test_probe_ahead_past_its_time_hands_out_nothing(mixed) -> None:
+    sources = _sources(mixed[:3])
+    ahead = ProbeAhead(FFMPEG, sources, batch=3, timeout=0.0)
+    assert [ahead.take(s) for s in sources] == [None, None, None]
+    assert ahead._job is None
+    ahead.close()

@@ -25,6 +25,7 @@ from videolabel.config import IngestConfig
 from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
 from videolabel.ingest.discover import Source, discover, parse_part, select_part
+from videolabel.ingest.probeahead import ProbeAhead
 from videolabel.ingest.progress import make_reporter
 from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards
 from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
@@ -153,9 +154,16 @@ class _Decoder:
         return pool
 
     def results(self, todo: list[Source]) -> Iterable[VideoResult]:
+        probes = ProbeAhead(self.settings.ffmpeg, todo, timeout=min(self.settings.timeout, 60.0))
+        try:
+            yield from self._results(todo, probes)
+        finally:
+            probes.close()
+
+    def _results(self, todo: list[Source], probes: ProbeAhead) -> Iterable[VideoResult]:
         if self.pool is None:
             for s in todo:
-                yield process_video(s, self.settings)
+                yield process_video(s, self.settings, probes.take(s))
             return
         queue = deque((s, 1) for s in todo)
         running: dict[cf.Future[VideoResult], tuple[Source, int]] = {}
@@ -169,7 +177,8 @@ class _Decoder:
                         break
                     queue.popleft()
                     try:
-                        running[self.pool.submit(process_video, s, self.settings)] = (s, attempt)
+                        info = probes.take(s) if attempt == 1 else None
+                        running[self.pool.submit(process_video, s, self.settings, info)] = (s, attempt)
                     except cf.process.BrokenProcessPool:
                         queue.appendleft((s, attempt))
                         broken = True

@@ -93,8 +93,12 @@ def audio_window_start(clip_start_frame: int, cfg: IngestConfig) -> int:
     return int(round(centre_s * cfg.sample_rate)) - window_samples(cfg) // 2
 
 
-def process_video(source: Source, settings: Settings) -> VideoResult:
-    """Decode one video into its clips; never raises for a bad input."""
+def process_video(source: Source, settings: Settings, info: MediaInfo | None = None) -> VideoResult:
+    """Decode one video into its clips; never raises for a bad input.
+
+    ``info``: the file's probe when the driver has it already (:mod:`videolabel.ingest.probeahead`);
+    otherwise the file is probed here.
+    """
     t0 = time.monotonic()
     rec = empty_record(source)
     cfg = settings.config
@@ -103,7 +107,8 @@ def process_video(source: Source, settings: Settings) -> VideoResult:
             raise MediaError(source.error)
         rec["size_bytes"] = preflight(source.path)
         deadline = Deadline.after(settings.timeout)
-        info = probe(source.path, settings.ffmpeg, timeout=deadline.left())
+        if info is None:
+            info = probe(source.path, settings.ffmpeg, timeout=deadline.left())
         _fill_info(rec, info)
         if not info.has_video:
             raise MediaError("no video stream" + (" (audio only)" if info.has_audio else ""))

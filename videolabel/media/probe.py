@@ -191,6 +191,29 @@ def parse_probe_output(stderr: str) -> MediaInfo:
     return MediaInfo(**info)  # type: ignore[arg-type]
 
 
+_INPUT_HEAD = re.compile(r"^Input #(?P<i>\d+), ", re.M)
+
+
+def split_probe_output(stderr: str, n: int) -> list[str | None]:
+    """Split the stderr of ``ffmpeg -i F0 -i F1 ... -i F(n-1)`` into ``n`` texts as ``ffmpeg -i Fk`` alone
+    would print them for :func:`parse_probe_output` (``Input #0``, ``Stream #0:j``). Pure.
+
+    ffmpeg opens its inputs in order and stops at the first it cannot open, so the inputs it printed
+    form a prefix: entry ``k`` is ``None`` for every input from the first unprinted one on. Text that
+    is not a well-ordered series of inputs (``Input #0``, ``#1``, ... each once) gives all ``None``:
+    the caller probes each file on its own instead.
+    """
+    heads = list(_INPUT_HEAD.finditer(stderr))
+    out: list[str | None] = [None] * n
+    if [int(m.group("i")) for m in heads] != list(range(len(heads))) or len(heads) > n:
+        return out
+    for k, m in enumerate(heads):
+        end = heads[k + 1].start() if k + 1 < len(heads) else len(stderr)
+        text = "Input #0, " + stderr[m.end():end]
+        out[k] = re.sub(rf"^(\s*Stream #){k}:", r"\g<1>0:", text, flags=re.M) if k else text
+    return out
+
+
 def error_reason(stderr: str) -> str:
     """A one-line reason from ffmpeg's stderr when it could not open or decode a file."""
     m = _ERROR_OPENING.search(stderr)
@@ -249,6 +272,24 @@ def probe(path: str | os.PathLike[str], ffmpeg: str, *, timeout: float = 60.0) -
     if "Input #0" not in stderr:
         raise MediaError(f"not a readable media file: {error_reason(stderr)}")
     return parse_probe_output(stderr)
+
+
+def probe_many(paths: list[str], ffmpeg: str, *, timeout: float = 60.0) -> list[MediaInfo | None]:
+    """Probe ``paths`` with ONE ffmpeg process (``ffmpeg -i A -i B ...``): the per-file start of ffmpeg
+    (about 12 ms of CPU, half of a probe) is paid once per batch. Entry ``k`` is what :func:`probe`
+    would return for ``paths[k]``, or ``None`` where this batch could not say (a file ffmpeg cannot
+    open, the files after it, a timeout): probe those on their own, for their one-line reason.
+    """
+    cmd = [ffmpeg, "-nostdin", "-hide_banner"]
+    for p in paths:
+        cmd += ["-i", os.fspath(p)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    except (subprocess.TimeoutExpired, OSError):
+        return [None] * len(paths)
+    texts = split_probe_output(out.stderr.decode("utf-8", "replace"), len(paths))
+    return [None if t is None else parse_probe_output(t) for t in texts]
 
 
 _OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.M)
