@@ -11,7 +11,6 @@ without this class, so that its failure keeps its own one-line reason.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -19,7 +18,7 @@ from collections import deque
 from typing import IO, Sequence
 
 from videolabel.ingest.discover import Source
-from videolabel.media.probe import MediaInfo, parse_probe_output, split_probe_output
+from videolabel.media.probe import MediaInfo, parse_probe_many, probe_many_command
 
 #: videos per ffmpeg process (each open input holds its demuxer and probing buffers until the end)
 BATCH = 8
@@ -50,6 +49,12 @@ class ProbeAhead:
 
     def close(self) -> None:
         """Stop the batch in flight (Ctrl-C, the end of the run)."""
+        self._close_job()
+        self._pending.clear()
+        self._ready.clear()
+
+    def _close_job(self) -> None:
+        """Kill the batch in flight, if any; its videos are probed by their workers."""
         if self._job is not None:
             _, proc, fh, _ = self._job
             self._job = None
@@ -57,8 +62,6 @@ class ProbeAhead:
                 proc.kill()
             proc.wait()
             fh.close()
-        self._pending.clear()
-        self._ready.clear()
 
     # --- the state machine: one batch in flight at most ------------------------------------------
 
@@ -76,13 +79,10 @@ class ProbeAhead:
                 batch.append(s)
         if not batch:
             return
-        cmd = [self.ffmpeg, "-nostdin", "-hide_banner"]
-        for s in batch:
-            cmd += ["-i", os.fspath(s.path)]
         fh = tempfile.TemporaryFile()
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh,
-                                    start_new_session=True)
+            proc = subprocess.Popen(probe_many_command(self.ffmpeg, [s.path for s in batch]), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True)
         except OSError:  # the workers probe these themselves
             fh.close()
             return
@@ -97,20 +97,17 @@ class ProbeAhead:
                 return
             try:
                 proc.wait(timeout=max(0.0, left))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                self._job = None
-                fh.close()
-                return  # nothing from this batch: its videos are probed by their workers
+            except subprocess.TimeoutExpired:  # nothing from this batch: its workers probe its videos
+                self._close_job()
+                return
         self._job = None
-        fh.seek(0)
-        text = fh.read().decode("utf-8", "replace")
-        fh.close()
-        texts = split_probe_output(text, len(batch))
+        with fh:
+            fh.seek(0)
+            text = fh.read().decode("utf-8", "replace")
+        infos = parse_probe_many(text, len(batch))
         k = 0
-        while k < len(batch) and texts[k] is not None:
-            self._ready[batch[k].video_id] = parse_probe_output(texts[k])  # type: ignore[arg-type]
+        while k < len(batch) and (info := infos[k]) is not None:
+            self._ready[batch[k].video_id] = info
             k += 1
         # batch[k] could not be opened (its worker says why); ffmpeg stopped there: the rest go back
         self._pending.extendleft(reversed(batch[k + 1:]))

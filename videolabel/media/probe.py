@@ -20,6 +20,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from videolabel.errors import VideolabelError
 
@@ -280,16 +281,26 @@ def probe_many(paths: list[str], ffmpeg: str, *, timeout: float = 60.0) -> list[
     would return for ``paths[k]``, or ``None`` where this batch could not say (a file ffmpeg cannot
     open, the files after it, a timeout): probe those on their own, for their one-line reason.
     """
+    try:
+        out = subprocess.run(probe_many_command(ffmpeg, paths), capture_output=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    except (subprocess.TimeoutExpired, OSError):
+        return [None] * len(paths)
+    return parse_probe_many(out.stderr.decode("utf-8", "replace"), len(paths))
+
+
+def probe_many_command(ffmpeg: str, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """``ffmpeg -i A -i B ...``: the command behind :func:`probe_many`."""
     cmd = [ffmpeg, "-nostdin", "-hide_banner"]
     for p in paths:
         cmd += ["-i", os.fspath(p)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-    except (subprocess.TimeoutExpired, OSError):
-        return [None] * len(paths)
-    texts = split_probe_output(out.stderr.decode("utf-8", "replace"), len(paths))
-    return [None if t is None else parse_probe_output(t) for t in texts]
+    return cmd
+
+
+def parse_probe_many(stderr: str, n: int) -> list[MediaInfo | None]:
+    """The stderr of :func:`probe_many_command` over ``n`` files, parsed per file (see
+    :func:`split_probe_output`: the probed files are a prefix, ``None`` from the first unprobed on)."""
+    return [None if t is None else parse_probe_output(t) for t in split_probe_output(stderr, n)]
 
 
 _OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.M)
