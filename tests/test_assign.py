@@ -199,7 +199,7 @@ def test_head_consensus_writes_the_medoid_head(tiny_run, tmp_path):
     assert meta["head_choice"] == "consensus" and meta["head"] == consensus_head(heads)
     assert (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
     r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "medoid")
-    assert r.returncode == 2 and "--head must be auto, consensus" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--head must be auto, agreement, consensus" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_kmeans_in_the_shared_space(tiny_run, tmp_path):
@@ -256,23 +256,44 @@ def _meta(path: Path) -> dict:
     return json.loads(pq.read_schema(path).metadata[b"videolabel"])
 
 
-def test_auto_head_is_the_one_whose_towers_agree_most(tiny_run, tmp_path):
-    """Default ``--head auto``: the head scores are the NMI between the frames-only and the audio-only
+def test_agreement_head_is_the_one_whose_towers_agree_most(tiny_run, tmp_path):
+    """``--head agreement``: the head scores are the NMI between the frames-only and the audio-only
     assignments of the same run (recomputed here from those files), and ``cluster`` is the best head."""
     from videolabel.metrics import nmi
 
     run, _, _ = tiny_run
-    s = assign(run, tmp_path / "auto.parquet", options=AssignOptions(workers=0), device="cpu")
-    df, meta = pd.read_parquet(tmp_path / "auto.parquet"), _meta(tmp_path / "auto.parquet")
+    s = assign(run, tmp_path / "agree.parquet", options=AssignOptions(workers=0, head="agreement"), device="cpu")
+    df, meta = pd.read_parquet(tmp_path / "agree.parquet"), _meta(tmp_path / "agree.parquet")
     v = pd.read_parquet(assign(run, tmp_path / "v.parquet", options=AssignOptions(workers=0, modality="visual")).out)
     a = pd.read_parquet(assign(run, tmp_path / "a.parquet", options=AssignOptions(workers=0, modality="audio")).out)
     has = df["has_audio"].to_numpy(bool)
     want = [nmi(v[f"cluster_h{h}"][has], a[f"cluster_h{h}"][has]) for h in range(3)]
     assert meta["head_av_nmi"] == pytest.approx(want, abs=1e-5)
-    assert meta["head_choice"] == "auto" and meta["head"] == int(np.argmax(want)) == s.meta["head"]
+    assert meta["head_choice"] == "agreement" and meta["head"] == int(np.argmax(want)) == s.meta["head"]
+    assert "head_consensus_nmi" not in meta
     assert (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
     fixed = _meta(assign(run, tmp_path / "f.parquet", options=AssignOptions(workers=0, head="2")).out)
     assert fixed["head"] == 2 and fixed["head_choice"] == "fixed" and fixed["head_av_nmi"] == meta["head_av_nmi"]
+
+
+def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
+    """Default ``--head auto``: the consensus (medoid) head for a tiny run, whose heads hold k-means restarts
+    of the final features; the A/V agreement rule for heads trained on self-labels (``final_labels:
+    heads``); head 0's consensus score is its mean NMI to the other heads (recomputed from the file)."""
+    from videolabel.assign_table import head_rule
+    from videolabel.metrics import nmi
+
+    run, _, _ = tiny_run
+    r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    df, meta = pd.read_parquet(tmp_path / "auto.parquet"), _meta(tmp_path / "auto.parquet")
+    heads = np.stack([df[f"cluster_h{h}"].to_numpy() for h in range(3)])
+    want = [np.mean([nmi(heads[i], heads[j]) for j in range(3) if j != i]) for i in range(3)]
+    assert meta["head_choice"] == "consensus" and meta["head_consensus_nmi"] == pytest.approx(want, abs=1e-5)
+    assert meta["head"] == int(np.argmax(want)) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
+    assert f"cluster = head {meta['head']} (chosen by consensus" in r.stdout
+    assert (head_rule("auto", "features", 3), head_rule("auto", "heads", 3)) == ("consensus", "agreement")
+    assert head_rule("auto", "features", 1) == "agreement" and head_rule("consensus", "heads", 3) == "consensus"
 
 
 def test_several_runs_write_the_most_agreeing_one(tiny_run, second_run, tmp_path):
@@ -320,7 +341,7 @@ def test_several_runs_refused_cleanly(tiny_run, second_run, tmp_path):
     r = cli("assign", str(run), str(moved), "--out", str(tmp_path / "x.parquet"), "--workers", "0")
     assert r.returncode == 2 and "different caches" in r.stderr and "Traceback" not in r.stderr
     r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "best")
-    assert r.returncode == 2 and "--head must be auto, consensus or a head index" in r.stderr
+    assert r.returncode == 2 and "--head must be auto, agreement, consensus or a head index" in r.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 

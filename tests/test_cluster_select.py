@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from videolabel.cluster.select import MISMATCH_FLAG, audio_visual_nmi, choose_head, consensus_head, modality_mismatch
+from videolabel.cluster.select import (
+    MISMATCH_FLAG,
+    audio_visual_nmi,
+    choose_head,
+    consensus_head,
+    consensus_scores,
+    modality_mismatch,
+)
 
 
 def brute_nmi(a: list[int], b: list[int]) -> float:
@@ -118,7 +125,9 @@ def test_consensus_head_is_the_medoid_partition_brute_force():
         heads.append(rng.permutation(4)[h])  # the cluster ids themselves do not matter
     c = np.stack(heads)
     mean = [np.mean([_brute_nmi(c[i], c[j]) for j in range(4) if j != i]) for i in range(4)]
+    assert consensus_scores(c) == pytest.approx(mean, abs=1e-9)
     assert consensus_head(c) == int(np.argmax(mean)) == 0
+    assert consensus_scores(c[:1]) == [1.0]
     assert consensus_head(c[[3, 1, 2]]) != 0  # the outlier is never the consensus
     assert consensus_head(c[:1]) == 0
     assert consensus_head(np.stack([c[1], c[1]])) == 0  # ties: the lowest index

@@ -93,8 +93,8 @@ def assign(run_dir: str | Path | Sequence[str | Path], out: str | Path, *, cache
                 best = (0.0, str(rd), run, ds, full, None)
                 break
             has_audio = torch.as_tensor(ds.videos["has_audio"].to_numpy(bool).copy())
-            pick = pick_head(run, full, has_audio, opts.head if opts.method == "selavi" else "auto")
-            head, scores = pick
+            pick = pick_head(run, full, has_audio, opts.head if opts.method == "selavi" else "auto", opts.modality)
+            head, scores, _, _ = pick
             assert scores is not None  # _check_run: both towers trained
             candidates.append({"run": str(rd), "run_id": run.run_id, "checkpoint_sha1": run.checkpoint_sha1,
                                "head": head, "head_av_nmi": scores})

@@ -6,19 +6,25 @@ from dataclasses import dataclass
 
 from videolabel.errors import VideolabelError
 
-__all__ = ["METHODS", "MODALITIES", "SPACES", "AssignOptions"]
+__all__ = ["HEAD_RULES", "METHODS", "MODALITIES", "SPACES", "AssignOptions"]
 
 METHODS = ("selavi", "kmeans")
 SPACES = ("joint", "shared")
 MODALITIES = ("both", "audio", "visual")
+#: label-free rules for the head that fills ``cluster`` (``--head``; an index fixes it instead): "auto" is
+#: "consensus" for runs whose heads hold k-means restarts of the features (the tiny recipe's
+#: ``final_labels: features``) and "agreement" for heads trained on self-labels (the paper's runs);
+#: assign_table.head_rule
+HEAD_RULES = ("auto", "agreement", "consensus")
 
 
 @dataclass
 class AssignOptions:
     method: str = "selavi"  # "selavi" (the heads) or "kmeans" (k-means on pooled encoder features)
     modality: str = "both"  # "both", "audio" or "visual"
-    # head that fills the top-level `cluster` column: an index, "auto" (the frames' and the sound's clusters
-    # agree most: cluster.select.choose_head) or "consensus" (agrees most with the other heads: consensus_head)
+    # head that fills the top-level `cluster` column: an index or a rule of HEAD_RULES: "agreement" (the
+    # frames' and the sound's clusters agree most: cluster.select.choose_head), "consensus" (agrees most with
+    # the other heads: consensus_head) or "auto" (the rule that fits the run)
     head: int | str = "auto"
     clips: int | None = None  # clips per video to average (None: all cached clips)
     degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)
@@ -79,9 +85,10 @@ class AssignOptions:
             raise VideolabelError("--pca must be >= 0")
         if self.space == "shared" and self.pca == 0:
             raise VideolabelError("--space shared whitens first: --pca must be >= 1")
-        if self.head not in ("auto", "consensus"):
+        if self.head not in HEAD_RULES:
             try:
                 self.head = int(self.head)
             except (TypeError, ValueError):
-                raise VideolabelError(f"--head must be auto, consensus or a head index, got {self.head!r}") from None
+                raise VideolabelError(f"--head must be {', '.join(HEAD_RULES)} or a head index, "
+                                      f"got {self.head!r}") from None
         return self

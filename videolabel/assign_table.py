@@ -24,7 +24,8 @@ from videolabel.data.dataset import ShardDataset
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.inference import RunModel
 
-__all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "kmeans_auto_k", "kmeans_space", "pick_head",
+__all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "head_rule", "kmeans_auto_k", "kmeans_space",
+           "pick_head",
            "write_features"]
 
 #: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
@@ -47,7 +48,7 @@ def combine_modalities(lv: torch.Tensor, la: torch.Tensor, has_audio: torch.Tens
 
 
 def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions, *,
-                 pick: tuple[int, list[float] | None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+                 pick: HeadPick | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The assignment table and its metadata; ``pick``: :func:`pick_head`'s result when already known."""
     vids = ds.videos
     has_audio = torch.as_tensor(vids["has_audio"].to_numpy(bool).copy())
@@ -92,7 +93,8 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
         probs = top2.values[..., 0].numpy().astype(np.float32)
-        head, scores = pick if pick is not None else pick_head(run, full, has_audio, opts.head)
+        head, scores, rule, consensus = pick if pick is not None else pick_head(run, full, has_audio, opts.head,
+                                                                                opts.modality)
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
         if "lf" in full:
@@ -104,7 +106,9 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
             mismatch[~has_audio.numpy()] = np.nan  # no sound to compare with
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head,
-                    head_choice=opts.head if opts.head in ("auto", "consensus") else "fixed", head_av_nmi=scores)
+                    head_choice=rule, head_av_nmi=scores)
+        if consensus is not None:
+            meta["head_consensus_nmi"] = consensus
     meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
     if opts.degrade > 1 and not opts.name:
         meta["name"] += f"-degrade{opts.degrade}"
@@ -188,29 +192,48 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: 
     return best[k][1], k, scores, best[k][2]
 
 
-def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str
-               ) -> tuple[int, list[float] | None]:
-    """The head that fills ``cluster``, and every head's audio-visual agreement score (None where the run
-    has no two trained towers to compare: ``modalities`` concat, video or audio). ``"auto"`` picks the
-    head whose frames-only and audio-only clusters agree most on the videos being labelled
-    (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare;
-    ``"consensus"`` the head whose combined clusters agree most with the other heads'
-    (:func:`~videolabel.cluster.select.consensus_head`)."""
-    from videolabel.cluster.select import audio_visual_nmi, choose_head
+#: pick_head's result: head, A/V agreement per head, rule, consensus score per head
+HeadPick = tuple[int, list[float] | None, str, list[float] | None]
+
+
+def head_rule(head: str, final_labels: str, num_heads: int) -> str:
+    """The label-free rule that ``--head`` names: "agreement" or "consensus" as given; "auto" resolves to
+    "consensus" where the run's heads hold k-means restarts of its final features (``final_labels:
+    features``, several heads) and to "agreement" where they were trained on self-labels (docs/method.md,
+    "The head choice": on the tiny recipe's runs the A/V agreement picked the head that follows what both
+    streams share besides the classes; the medoid did not)."""
+    if head != "auto":
+        return head
+    return "consensus" if final_labels == "features" and num_heads > 1 else "agreement"
+
+
+def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str,
+              modality: str = "both") -> HeadPick:
+    """The head that fills ``cluster``, every head's audio-visual agreement score (None where the run has no
+    two trained towers to compare: ``modalities`` concat, video or audio), the rule that chose it
+    ("agreement", "consensus" or "fixed" for an index) and, with "consensus", every head's mean NMI to the
+    other heads.
+
+    "agreement" picks the head whose frames-only and audio-only clusters agree most on the videos being
+    labelled (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare;
+    "consensus" the head whose clusters (of ``modality``) agree most with the other heads'
+    (:func:`~videolabel.cluster.select.consensus_head`); "auto" the one of the two that fits the run
+    (:func:`head_rule`)."""
+    from videolabel.cluster.select import audio_visual_nmi, choose_head, consensus_scores
 
     scores = None
     if run.train_config.modalities == "both" and "lv" in full:
         scores = audio_visual_nmi(full["lv"].argmax(-1).numpy(), full["la"].argmax(-1).numpy(), has_audio.numpy())
         scores = [round(x, 6) for x in scores]
-    if head == "consensus":
-        from videolabel.cluster.select import consensus_head
-
+    if not isinstance(head, str):
+        return int(head), scores, "fixed", None
+    rule = head_rule(head, run.train_config.final_labels, run.train_config.num_heads)
+    if rule == "consensus":
         logp = full["lf"] if "lf" in full else combine_modalities(
-            full["lv"], full["la"], has_audio, "both", balance=run.train_config.balance_modalities)
-        return consensus_head(logp.argmax(-1).numpy()), scores
-    if head != "auto":
-        return int(head), scores
-    return (choose_head(scores) if scores is not None else 0), scores
+            full["lv"], full["la"], has_audio, modality, balance=run.train_config.balance_modalities)
+        raw = consensus_scores(logp.argmax(-1).numpy())
+        return int(np.argmax(raw)), scores, rule, [round(x, 6) for x in raw]
+    return (choose_head(scores) if scores is not None else 0), scores, rule, None
 
 
 def write_features(ds: ShardDataset, full: dict[str, torch.Tensor], opts: AssignOptions) -> str:

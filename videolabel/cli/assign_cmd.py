@@ -34,9 +34,11 @@ def assign(
                                       "first (0: L2 only; default 32, 64 with --space shared)."),
     modality: str = typer.Option(_A.modality,
                                  help=f"{', '.join(MODALITIES[:-1])} or {MODALITIES[-1]}."),
-    head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, auto "
-                             "(the head whose frames-only and audio-only clusters agree most; head 0 where the run "
-                             "has one trained tower) or consensus (the head that agrees most with the other heads)."),
+    head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, "
+                             "agreement (the head whose frames-only and audio-only clusters agree most; head 0 where "
+                             "the run has one trained tower), consensus (the head whose clusters agree most with the "
+                             "other heads') or auto: consensus where the heads hold k-means restarts of the final "
+                             "features (the tiny preset), agreement where they were trained on self-labels (paper)."),
     clips: Optional[int] = typer.Option(_A.clips, help="Clips per video to average (default: all cached clips)."),
     degrade: int = typer.Option(_A.degrade, help="Degrade frames by nearest down/up-sampling by this factor (Fig. 2)."),
     layout: str = typer.Option(_A.layout, help="wide (a row per video) or long (a row per video and head)."),
@@ -84,8 +86,12 @@ def assign(
                    + ", ".join(f"{kk}: {v:.3f}" for kk, v in k_scores.items())
                    + f"; chose K = {summary.num_clusters}")
     scores = summary.meta.get("head_av_nmi")
-    if scores:
-        how = "chosen by audio-visual agreement" if summary.meta.get("head_choice") == "auto" else "as asked"
+    consensus = summary.meta.get("head_consensus_nmi")
+    if consensus:
+        typer.echo(f"cluster = head {summary.meta['head']} (chosen by consensus; mean NMI to the other heads per "
+                   "head: " + ", ".join(f"{x:.2f}" for x in consensus) + ")")
+    elif scores:
+        how = "chosen by audio-visual agreement" if summary.meta.get("head_choice") == "agreement" else "as asked"
         typer.echo(f"cluster = head {summary.meta['head']} ({how}; frames-vs-audio NMI per head: "
                    + ", ".join(f"{x:.2f}" for x in scores) + ")")
     if summary.features:

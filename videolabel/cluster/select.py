@@ -29,7 +29,8 @@ import torch
 
 from videolabel.metrics import nmi
 
-__all__ = ["MISMATCH_FLAG", "audio_visual_nmi", "choose_head", "consensus_head", "modality_mismatch"]
+__all__ = ["MISMATCH_FLAG", "audio_visual_nmi", "choose_head", "consensus_head", "consensus_scores",
+           "modality_mismatch"]
 
 #: ``av_mismatch`` at or above this: the towers put the video in different clusters more likely than not
 #: (an unrelated soundtrack, a picture that says nothing); docs/method.md "Real collections"
@@ -79,25 +80,37 @@ def choose_head(scores: list[float]) -> int:
     return int(np.argmax(s))
 
 
+def consensus_scores(clusters: Any) -> list[float]:
+    """Per head, the mean NMI (eq. 8) of its partition to every other head's; ``[1.0]`` for a single head.
+
+    Args:
+        clusters: ``[H, N]`` integer cluster of each of N videos under each head.
+
+    Raises:
+        ValueError: not an ``[H, N]`` array with at least one head.
+    """
+    c = np.asarray(clusters)
+    if c.ndim != 2 or c.shape[0] == 0:
+        raise ValueError("consensus needs an [H, N] array of clusters")
+    h = c.shape[0]
+    if h == 1:
+        return [1.0]
+    return [float(np.mean([nmi(c[i], c[j]) for j in range(h) if j != i])) for i in range(h)]
+
+
 def consensus_head(clusters: Any) -> int:
     """The head whose partition agrees most with the other heads' (the medoid partition of the ensemble:
-    the highest mean NMI to the others); the lowest index among ties, 0 for a single head. Not in the paper.
+    the highest :func:`consensus_scores`); the lowest index among ties, 0 for a single head. Not in the paper.
 
-    ``assign --head consensus``: where the heads differ by the seed of their labels (the tiny recipe's
-    final k-means), an outlier head, e.g. one that follows something both streams share besides the
-    classes, is the one the others agree with least (docs/method.md, "The head choice").
+    The label-free choice for runs whose heads differ by the seed of their labels (the tiny recipe's final
+    k-means, ``final_labels: features``; ``assign --head auto`` there): an outlier head, e.g. one that
+    follows something both streams share besides the classes, is the one the others agree with least
+    (docs/method.md, "The head choice").
 
     Args:
         clusters: ``[H, N]`` integer cluster of each of N videos under each head.
     """
-    c = np.asarray(clusters)
-    if c.ndim != 2 or c.shape[0] == 0:
-        raise ValueError("consensus_head needs an [H, N] array of clusters")
-    h = c.shape[0]
-    if h == 1:
-        return 0
-    mean = [float(np.mean([nmi(c[i], c[j]) for j in range(h) if j != i])) for i in range(h)]
-    return int(np.argmax(mean))
+    return int(np.argmax(consensus_scores(clusters)))
 
 
 def modality_mismatch(log_p_video: torch.Tensor, log_p_audio: torch.Tensor) -> torch.Tensor:
