@@ -373,8 +373,10 @@ class Bench:
 
         run = self.ensure_run(spec, seed)
         label = f"{method}{'-rand' if random_init else ''}-{modality}-d{degrade}"
-        # "hauto": files of the `--head auto` default (older files, head 0 in `cluster`, are not reused)
-        out = self.work / "assign" / run.name / f"{split}-{label}-hauto.parquet"
+        # "hauto2": files of the `--head auto` default since it resolves to the consensus head on runs whose
+        # heads hold k-means restarts (older files, with head 0 or the A/V agreement head in `cluster`, are
+        # not reused)
+        out = self.work / "assign" / run.name / f"{split}-{label}-hauto2.parquet"
         opts = AssignOptions(method=method, modality=modality, degrade=degrade, random_init=random_init, workers=0,
                              seed=seed, name=label)
         return self._assign(run, out, split, opts, f"{run.name} ({label})")
@@ -385,7 +387,8 @@ class Bench:
         from videolabel.assign import AssignOptions
 
         runs = [self.ensure_run(spec, s) for s in seeds]
-        out = self.work / "assign" / f"choice-{short_hash([r.name for r in runs])}" / f"{split}-selavi-both-d1.parquet"
+        out = (self.work / "assign" / f"choice-{short_hash([r.name for r in runs])}"
+               / f"{split}-selavi-both-d1-hauto2.parquet")
         return self._assign(runs, out, split, AssignOptions(workers=0, name="selavi-choice"),
                             f"the most agreeing of {len(runs)} runs of {spec.key}")
 
@@ -405,6 +408,7 @@ class Bench:
     def score(self, path: Path, split: str) -> dict[str, Any]:
         """Head-0 (chosen) scores, mean and std over heads, of one assignment file against its split."""
         from videolabel.assignments import load_assignments
+        from videolabel.cluster.select import consensus_head
         from videolabel.evaluate import evaluate
         from videolabel.groundtruth import read_ground_truth
 
@@ -415,12 +419,19 @@ class Bench:
             raise SystemExit(f"avdigits: {path} and {self.splits[split].labels} do not match one to one "
                              f"({rep.n_unmatched_assignments} assignments and {rep.n_unmatched_gt} labels unmatched)")
         keep = [m for m, _, _ in METRICS] + ["n_clusters"]
+        agreement = a.meta.get("head_av_nmi")  # what --head agreement and --head consensus would choose
+        h_agree = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
+        h_cons = a.heads[consensus_head(np.stack([a.df[f"cluster_h{h}"].to_numpy() for h in a.heads]))]
         return {
             "file": str(path),
             "n_videos": rep.n_matched,
             "head": rep.chosen_head,
             "chosen": {m: float(rep.chosen[m]) for m in keep},
             "head0": {m: float(rep.per_head[0][m]) for m in keep},
+            "agreement_head": h_agree,
+            "agreement": {m: float(rep.per_head[h_agree][m]) for m in keep},
+            "consensus_head": h_cons,
+            "consensus": {m: float(rep.per_head[h_cons][m]) for m in keep},
             "mean_over_heads": {m: float(rep.mean[m]) for m in keep},
             "std_over_heads": {m: float(rep.std[m]) for m in keep},
             "inter_head_nmi": rep.inter_head_nmi,
@@ -477,7 +488,9 @@ class Row:
     modality: str = "both"
     degrade: int = 1
     random_init: bool = False
-    scores: str = "head0"  # "head0", "chosen" (the file's label-free head: --head auto) or "mean" over heads
+    # "head0", "chosen" (the file's label-free head: --head auto), "agreement" (the head --head agreement
+    # would choose), "consensus" (--head consensus) or "mean" over heads
+    scores: str = "head0"
     choose_run: bool = False  # one assignment from all seeds' runs: `assign RUN_s0 RUN_s1 ...` picks one
     first_seed_only: bool = False  # the row is run at the first seed only (the time-to-quality runs)
 
@@ -495,9 +508,11 @@ def table_rows(table: str, k_list: Sequence[int], epochs: int = 30, tq_epochs: S
             Row("k-means, trained encoders", full, "kmeans on pooled features, both, K=run K", method="kmeans"),
             Row("SeLaVi, head 0", full, "selavi, both"),
             Row("SeLaVi, mean over heads", full, "selavi, both, mean of per-head scores", scores="mean"),
-            Row("SeLaVi, head chosen by A/V agreement", full, "selavi, both, --head auto (label-free)",
-                scores="chosen"),
-            Row("SeLaVi, seed and head chosen by A/V agreement", full,
+            Row("SeLaVi, head chosen by `assign` (consensus)", full,
+                "selavi, both, --head auto (the default; label-free)", scores="chosen"),
+            Row("SeLaVi, head chosen by A/V agreement", full, "selavi, both, --head agreement (label-free)",
+                scores="agreement"),
+            Row("SeLaVi, seed and head chosen by `assign`", full,
                 "selavi, both, `assign` given every seed's run, --head auto (label-free); one value",
                 scores="chosen", choose_run=True),
         ]
@@ -546,7 +561,8 @@ def row_settings(bench: Bench, row: Row) -> dict[str, Any]:
     if row.random_init:
         d["random_init"] = True
     if row.scores != "head0":
-        d["scores"] = {"mean": "mean over heads", "chosen": "head chosen by A/V agreement"}[row.scores]
+        d["scores"] = {"mean": "mean over heads", "chosen": "head chosen by assign --head auto",
+                       "agreement": "head chosen by A/V agreement", "consensus": "consensus head"}[row.scores]
     if row.choose_run:
         d["choose_run"] = True
     return d
@@ -564,7 +580,8 @@ def run_table(bench: Bench, table: str) -> dict[str, Any]:
     tq = [e for e in (TOY_TQ_EPOCHS if bench.args.toy else TQ_EPOCHS) if e < bench.args.epochs]
     for row in table_rows(table, k_list, bench.args.epochs, tq):
         per_seed = []
-        key = {"head0": "head0", "chosen": "chosen", "mean": "mean_over_heads"}[row.scores]
+        key = {"head0": "head0", "chosen": "chosen", "agreement": "agreement", "consensus": "consensus",
+               "mean": "mean_over_heads"}[row.scores]
         seed_list = bench.args.seeds[:1] if row.first_seed_only else bench.args.seeds
         for seeds in ([tuple(seed_list)] if row.choose_run else [(s,) for s in seed_list]):
             entry: dict[str, Any] = {"seed": seeds[0] if len(seeds) == 1 else list(seeds),
@@ -839,10 +856,12 @@ def notes(args: argparse.Namespace, k_list: Sequence[int]) -> list[str]:
         "The k-means baselines fit k-means (k = the run's K) on each split's own pooled features "
         "(`videolabel assign --method kmeans` has no way to apply centroids fitted on another cache), so the "
         "held-out k-means rows are transductive while the SeLaVi heads transfer from train.",
-        "Table 5 'head chosen by A/V agreement' reports, per seed, the head that `assign --head auto` (the "
-        "default) puts in `cluster`: the head whose frames-only and audio-only clusters agree most (NMI between "
-        "them, on the videos being labelled; no labels). 'Seed and head chosen' gives `assign` every seed's run "
-        "at once; it keeps the run and head with the highest agreement: one value, no std.",
+        "Table 5 'head chosen by `assign`' reports, per seed, the head that `assign --head auto` (the default) "
+        "puts in `cluster`; on the tiny recipe's runs, whose heads hold k-means restarts of the final features, "
+        "that is the consensus head: the head whose clusters agree most with the other heads' (mean NMI to them; "
+        "no labels). 'Head chosen by A/V agreement' is the head `--head agreement` picks from the same file: the "
+        "head whose frames-only and audio-only clusters agree most. 'Seed and head chosen' gives `assign` every "
+        "seed's run at once; it keeps the run whose chosen head's frames and sound agree most: one value, no std.",
         "Table 3: 'feature concatenation, one head' trains one clustering head on the concatenated features "
         "of both encoders (`modalities=concat`; no alignment, no per-modality heads). The full run is the "
         "tiny recipe (uniform prior, no decorrelation, final labels refitted on the trained features); the rows "

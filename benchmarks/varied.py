@@ -182,14 +182,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            ("kmeans", AssignOptions(method="kmeans", workers=0, seed=seed)),
                            ("kmeans-random-init", AssignOptions(method="kmeans", random_init=True, workers=0,
                                                                 seed=seed))):
-            out = work / "assign" / f"{run_dir.name}-{name}.parquet"
+            # selavi: "-hauto2", files of `--head auto` since it picks the consensus head of a tiny run
+            out = work / "assign" / f"{run_dir.name}-{name}{'-hauto2' if name == 'selavi' else ''}.parquet"
             if not out.is_file():
                 assign(run_dir, out, options=opts)
-            rep = evaluate(load_assignments(out), gt, key="path")
+            a = load_assignments(out)
+            rep = evaluate(a, gt, key="path")
             entry[name] = {"nmi": float(rep.chosen["nmi"]), "acc": float(rep.chosen["acc"]),
                            "ari": float(rep.chosen["ari"]), "head": rep.chosen_head, "n": rep.n_matched}
+            if name == "selavi":  # the other label-free rule, and every head, from the same file
+                agreement = a.meta.get("head_av_nmi")
+                h = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
+                entry["selavi-agreement"] = {**{m: float(rep.per_head[h][m]) for m in ("nmi", "acc", "ari")},
+                                             "head": h}
+                entry["selavi-mean"] = {m: float(rep.mean[m]) for m in ("nmi", "acc", "ari")}
+                entry["per_head_nmi"] = [float(rep.per_head[h]["nmi"]) for h in a.heads]
         log(f"seed {seed}: " + ", ".join(f"{k} NMI {entry[k]['nmi']:.3f} Acc {entry[k]['acc']:.3f}"
-                                        for k in ("selavi", "kmeans", "kmeans-random-init")))
+                                        for k in ("selavi", "selavi-agreement", "selavi-mean", "kmeans",
+                                                  "kmeans-random-init")))
         per_seed.append(entry)
     with open(labels, newline="", encoding="utf-8") as f:
         n_videos = sum(1 for _ in csv.DictReader(f))
@@ -208,20 +218,29 @@ def render(doc: dict[str, Any]) -> str:
         f"- Command: `{doc['command']}`",
         f"- Date: {doc['date']}; machine: {doc['machine']}; torch {doc['torch']}",
         f"- Collection: {doc['result']['n_videos']} videos, 10 digits; espeak-ng voices in {len(VOICES)} languages "
-        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style varied`; groups: "
+        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style {doc.get('style', 'varied')}`; "
+        + ("each group with its own four voices" if doc.get("voices", "group") == "group"
+           else "every group drawing from all the voices") + "; groups: "
         + "; ".join(f"{s} {f:g} fps {t:g} s {c}" for s, f, t, c in GROUPS),
         "- Ingest: the default settings; training: `--preset tiny --clusters 10 "
         f"--epochs {doc['epochs']}`, nothing else; labels: `assign` (the chosen head, `--head auto`)",
+        "- Per seed, every head's NMI: " + "; ".join(
+            f"seed {e['seed']}: " + ", ".join(f"{100 * x:.1f}" for x in e["per_head_nmi"])
+            for e in doc["result"]["per_seed"] if "per_head_nmi" in e),
         f"- Wall time: build {doc['result']['seconds']['build']:.0f} s, ingest "
         f"{doc['result']['seconds']['ingest']:.0f} s, training "
         + ", ".join(f"{e['train_seconds']:.0f} s" for e in doc["result"]["per_seed"]) + " per seed",
         "",
-        f"| labels | seeds | NMI | Acc | ARI |",
+        "| labels | seeds | NMI | Acc | ARI |",
         "|---|---|---:|---:|---:|",
     ]
     seeds = ",".join(str(e["seed"]) for e in doc["result"]["per_seed"])
-    for name, title in (("selavi", "SeLaVi, chosen head"), ("kmeans", "k-means, trained encoders"),
+    for name, title in (("selavi", "SeLaVi, chosen head (`--head auto`)"),
+                        ("selavi-agreement", "SeLaVi, head chosen by A/V agreement (`--head agreement`)"),
+                        ("selavi-mean", "SeLaVi, mean over heads"), ("kmeans", "k-means, trained encoders"),
                         ("kmeans-random-init", "k-means, random-init encoders")):
+        if any(name not in e for e in doc["result"]["per_seed"]):  # results written before the row existed
+            continue
         lines.append(f"| {title} | {seeds} | {cell(name, 'nmi')} | {cell(name, 'acc')} | {cell(name, 'ari')} |")
     lines += ["", "Scores in %, mean ± std over seeds (population std), on all videos of the collection (the "
               "self-labelling setting: no labels were used to train or to choose anything).", ""]
@@ -255,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "torch": torch.__version__,
         "epochs": args.epochs,
+        "style": args.style,
+        "voices": args.voices,
         "result": result,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }

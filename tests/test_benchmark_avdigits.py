@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import load_module
@@ -127,21 +128,29 @@ def test_rerun_reuses_everything(first_run):
 
 
 def test_label_free_rows(first_run):
-    """Table 5's label-free rows read the head that `assign --head auto` chose; the head-0 row reads head 0
-    of the same file."""
+    """Table 5's label-free rows: the head that `assign --head auto` chose (the consensus head of a tiny run),
+    the head `--head agreement` would choose (the highest frames-vs-audio NMI in the file's metadata), and
+    head 0, all read from the same file."""
     import pyarrow.parquet as pq
+
+    from videolabel.cluster.select import consensus_head
 
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     rows = {r["name"]: r for r in doc["tables"]["5"]["rows"]}
-    h0, chosen = rows["SeLaVi, head 0"], rows["SeLaVi, head chosen by A/V agreement"]
-    picked = rows["SeLaVi, seed and head chosen by A/V agreement"]
+    h0, chosen = rows["SeLaVi, head 0"], rows["SeLaVi, head chosen by `assign` (consensus)"]
+    agreed = rows["SeLaVi, head chosen by A/V agreement"]
+    picked = rows["SeLaVi, seed and head chosen by `assign`"]
     for split in ("train", "heldout"):
-        for e0, ec in zip(h0["per_seed"], chosen["per_seed"]):
-            assert e0[split]["file"] == ec[split]["file"]
+        for e0, ec, ea in zip(h0["per_seed"], chosen["per_seed"], agreed["per_seed"]):
+            assert e0[split]["file"] == ec[split]["file"] == ea[split]["file"]
             meta = json.loads(pq.read_schema(ec[split]["file"]).metadata[b"videolabel"])
+            heads = pd.read_parquet(ec[split]["file"])
+            medoid = consensus_head(np.stack([heads[f"cluster_h{h}"] for h in range(meta["num_heads"])]))
+            assert meta["head_choice"] == "consensus" and ec[split]["head"] == meta["head"] == medoid
             scores = meta["head_av_nmi"]
-            assert ec[split]["head"] == meta["head"] == scores.index(max(scores))
+            assert ea[split]["agreement_head"] == scores.index(max(scores))
+            assert ea[split]["scores"] == ea[split]["agreement"]
             assert ec[split]["scores"] == ec[split]["chosen"] and e0[split]["scores"] == e0[split]["head0"]
         assert len(picked["per_seed"]) == 1  # one value from all seeds' runs
         if len(doc["settings"]["seeds"]) == 1:  # one candidate: the chosen-head assignment of that run
