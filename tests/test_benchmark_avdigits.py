@@ -76,7 +76,7 @@ def test_json_numbers(first_run):
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     assert set(doc["tables"]) == set(TABLE_KEYS)
-    expected_rows = {"5": 6, "2": 3, "3": 8, "a2": 4, "f2": 12, "tq": 2}
+    expected_rows = {"5": 7, "2": 3, "3": 8, "a2": 4, "f2": 12, "tq": 2}
     for key, res in doc["tables"].items():
         assert len(res["rows"]) == expected_rows[key]
         for row in res["rows"]:
