@@ -373,10 +373,10 @@ class Bench:
 
         run = self.ensure_run(spec, seed)
         label = f"{method}{'-rand' if random_init else ''}-{modality}-d{degrade}"
-        # "hauto2": files of the `--head auto` default since it resolves to the consensus head on runs whose
-        # heads hold k-means restarts (older files, with head 0 or the A/V agreement head in `cluster`, are
-        # not reused)
-        out = self.work / "assign" / run.name / f"{split}-{label}-hauto2.parquet"
+        # "hauto2": SeLaVi files of the `--head auto` default since it resolves to the consensus head on runs
+        # whose heads hold k-means restarts (older files, with head 0 or the A/V agreement head in `cluster`,
+        # are not reused); k-means files have no head to choose and keep their name
+        out = self.work / "assign" / run.name / f"{split}-{label}-hauto{'2' if method == 'selavi' else ''}.parquet"
         opts = AssignOptions(method=method, modality=modality, degrade=degrade, random_init=random_init, workers=0,
                              seed=seed, name=label)
         return self._assign(run, out, split, opts, f"{run.name} ({label})")
