@@ -7,6 +7,7 @@ import platform
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 #: the AV-Digits builder, which the benchmarks load by path
 BUILD_PY = Path(__file__).resolve().parents[1] / "examples" / "avdigits" / "build.py"
@@ -35,3 +36,18 @@ def load_builder() -> ModuleType:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def label_free_heads(a: Any) -> tuple[int, int]:
+    """(the head ``--head agreement`` would choose, the head ``--head consensus`` would choose) of one
+    SeLaVi assignment file (``videolabel.assignments.Assignments``), read from the file alone: the highest
+    stored frames-vs-audio NMI (the file's own head where none is stored), and the medoid of its per-head
+    clusters."""
+    import numpy as np
+
+    from videolabel.cluster.select import consensus_head
+
+    agreement = a.meta.get("head_av_nmi")
+    h_agree = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
+    h_cons = a.heads[consensus_head(np.stack([a.df[f"cluster_h{h}"].to_numpy() for h in a.heads]))]
+    return h_agree, h_cons

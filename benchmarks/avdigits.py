@@ -83,7 +83,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, load_builder  # noqa: E402
+from _common import cpu_model, label_free_heads, load_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "avdigits" / "tiny.yaml"
@@ -408,7 +408,6 @@ class Bench:
     def score(self, path: Path, split: str) -> dict[str, Any]:
         """Head-0 (chosen) scores, mean and std over heads, of one assignment file against its split."""
         from videolabel.assignments import load_assignments
-        from videolabel.cluster.select import consensus_head
         from videolabel.evaluate import evaluate
         from videolabel.groundtruth import read_ground_truth
 
@@ -419,9 +418,7 @@ class Bench:
             raise SystemExit(f"avdigits: {path} and {self.splits[split].labels} do not match one to one "
                              f"({rep.n_unmatched_assignments} assignments and {rep.n_unmatched_gt} labels unmatched)")
         keep = [m for m, _, _ in METRICS] + ["n_clusters"]
-        agreement = a.meta.get("head_av_nmi")  # what --head agreement and --head consensus would choose
-        h_agree = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
-        h_cons = a.heads[consensus_head(np.stack([a.df[f"cluster_h{h}"].to_numpy() for h in a.heads]))]
+        h_agree, h_cons = label_free_heads(a)  # what --head agreement and --head consensus would choose
         return {
             "file": str(path),
             "n_videos": rep.n_matched,

@@ -47,7 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, load_builder  # noqa: E402
+from _common import cpu_model, label_free_heads, load_builder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,8 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             entry[name] = {"nmi": float(rep.chosen["nmi"]), "acc": float(rep.chosen["acc"]),
                            "ari": float(rep.chosen["ari"]), "head": rep.chosen_head, "n": rep.n_matched}
             if name == "selavi":  # the other label-free rule, and every head, from the same file
-                agreement = a.meta.get("head_av_nmi")
-                h = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
+                h, _ = label_free_heads(a)
                 entry["selavi-agreement"] = {**{m: float(rep.per_head[h][m]) for m in ("nmi", "acc", "ari")},
                                              "head": h}
                 entry["selavi-mean"] = {m: float(rep.mean[m]) for m in ("nmi", "acc", "ari")}
