@@ -13,9 +13,10 @@ of two speakers the model never saw, built the same way) against the digits:
   videos in their cluster's majority class: what matters when a person names the clusters).
 * ``mismatch``: a fraction (``--fractions``, default 0.1 and 0.3) of the videos, training and held-out
   alike, get a soundtrack that is not about their picture: half of them the soundtrack of a video of
-  another digit, 30 % pink noise, 20 % silence. Scored: the ``av_mismatch`` flag of ``assign`` (score
-  >= 0.5) against the corrupted videos (precision, recall, average precision of the score), and the
-  NMI of the clean held-out videos, of all held-out videos, and of the videos the flag keeps.
+  another digit, 30 % pink noise, 20 % silence. Scored: the ``sound_flag`` of ``assign`` (a silent
+  soundtrack, or ``av_mismatch`` >= 0.5) against the corrupted videos (precision, recall, average
+  precision of ``av_mismatch`` with silent videos ranked first), and the NMI of the clean held-out
+  videos, of all held-out videos, and of the videos the flag keeps.
 
 Usage (2 CPU cores; each run is one training of a few minutes)::
 
@@ -186,7 +187,12 @@ def mismatch_scores(table: pd.DataFrame, labels: pd.DataFrame) -> dict[str, floa
     m = table.merge(labels, on="path", how="inner")
     bad = (m["corrupted"].fillna("") != "").to_numpy()
     score = m["av_mismatch"].fillna(1.0).to_numpy()  # no audio track: nothing agrees with the picture
-    flag = score >= MISMATCH_FLAG
+    if "sound_flag" in m.columns:  # assign's review flag: silent, or av_mismatch >= MISMATCH_FLAG
+        silent = m["silent"].fillna(False).to_numpy(bool)
+        score = score + silent  # ranked first: a silent soundtrack is surely not about the picture
+        flag = m["sound_flag"].fillna(True).to_numpy(bool)
+    else:  # files from before the flag (av_mismatch alone)
+        flag = score >= MISMATCH_FLAG
     tp = float((flag & bad).sum())
     out: dict[str, float] = {
         "precision": tp / max(1.0, float(flag.sum())), "recall": tp / max(1.0, float(bad.sum())),

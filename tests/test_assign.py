@@ -381,3 +381,46 @@ def test_untrained_heads_are_refused(tiny_run, tmp_path):
     assert s.videos == len(ShardDataset(cache).videos)
     # k-means on pooled features stays allowed (random-init towers are a baseline in their own right)
     assign(video_run, tmp_path / "k.parquet", cache=cache, options=AssignOptions(method="kmeans", workers=0))
+
+
+def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ffmpeg_bin):
+    """``audio_db`` / ``silent`` / ``sound_flag`` on real files: the same AV-Digits picture with its spoken
+    digit, with a silent soundtrack (digital zeros), with pink noise, and with no audio track at all."""
+    run, cache, labels = tiny_run
+    src = sorted((labels.parent / "videos").rglob("*.mp4"))[:2]
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    rows = []
+    for i, s in enumerate(src):
+        for kind, extra in (("speech", []), ("silent", ["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono"]),
+                            ("noise", ["-f", "lavfi", "-i", "anoisesrc=d=2:c=pink:a=0.05:r=16000"]),
+                            ("none", None)):
+            out = folder / f"{kind}{i}.mp4"
+            cmd = [ffmpeg_bin, "-v", "error", "-y", "-i", str(s)]
+            if extra is None:
+                cmd += ["-map", "0:v:0", "-c:v", "copy", "-an"]
+            elif extra:
+                cmd += [*extra, "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-t", "2", "-shortest"]
+            else:
+                cmd += ["-c", "copy"]
+            subprocess.run([*cmd, str(out)], check=True, capture_output=True, timeout=60)
+            rows.append((out.name, kind))
+    ours = tmp_path / "cache"
+    run_ingest(folder, ours, ShardDataset(cache).config, workers=1, progress="none")
+    r = cli("assign", str(run), "--cache", str(ours), "--out", str(tmp_path / "s.parquet"), "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(tmp_path / "s.parquet").set_index("path")
+    kind = dict(rows)
+    for path, row in df.iterrows():
+        k = kind[Path(path).name]
+        if k == "none":
+            assert not row["has_audio"] and np.isnan(row["audio_db"])
+            assert pd.isna(row["silent"]) and pd.isna(row["sound_flag"])
+        elif k == "silent":
+            assert row["audio_db"] < -90 and row["silent"] and row["sound_flag"]
+        else:  # speech (AV-Digits: -30 dBFS or louder) and the pink noise (-26 dBFS): heard, not silent
+            assert row["audio_db"] > -45 and not row["silent"]
+            assert row["sound_flag"] == (row["av_mismatch"] >= 0.5)
+    meta = _meta(tmp_path / "s.parquet")
+    assert meta["sound"] == {"silence_db": -60.0, "no_audio": 2, "silent": 2, "flagged": int(df["sound_flag"].sum())}
+    assert "2 of them silent" in r.stdout and "2 without an audio track" in r.stdout

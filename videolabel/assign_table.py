@@ -19,13 +19,14 @@ import torch
 import videolabel
 from videolabel.assign_options import AssignOptions
 from videolabel.cluster.combine import modality_log_probs
-from videolabel.cluster.select import modality_mismatch
+from videolabel.cluster.select import MISMATCH_FLAG, modality_mismatch
 from videolabel.data.dataset import ShardDataset
 from videolabel.fsutil import write_parquet_atomic, write_user_file
 from videolabel.inference import RunModel
+from videolabel.loudness import SILENCE_DB
 
 __all__ = ["AUTO_K_RESTARTS", "build_table", "combine_modalities", "head_rule", "kmeans_auto_k", "kmeans_space",
-           "pick_head",
+           "pick_head", "sound_columns",
            "write_features"]
 
 #: ``--k auto``: k-means seeds per candidate K (the restart whose modalities agree most is kept)
@@ -133,7 +134,26 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
     table["av_agree"] = pd.array(agree, dtype="boolean") if agree is not None else pd.array([pd.NA] * len(table),
                                                                                             dtype="boolean")
     table["av_mismatch"] = mismatch if mismatch is not None else np.full(len(table), np.nan, dtype=np.float32)
+    sound_columns(table, full, has_audio.numpy())
+    meta["sound"] = {"silence_db": SILENCE_DB, "no_audio": int((~has_audio).sum()),
+                     "silent": int(table["silent"].sum()), "flagged": int(table["sound_flag"].sum())}
     return table, meta
+
+
+def sound_columns(table: pd.DataFrame, full: dict[str, torch.Tensor], has_audio: np.ndarray) -> None:
+    """Add ``audio_db`` (the loudest spectrogram frame of the video, dB re full scale; empty without an
+    audio track), ``silent`` (``audio_db`` below :data:`~videolabel.loudness.SILENCE_DB`) and
+    ``sound_flag`` (review the sound: silent, or ``av_mismatch`` at or above
+    :data:`~videolabel.cluster.select.MISMATCH_FLAG`; empty without an audio track) to ``table``."""
+    n = len(table)
+    level = full["audio_db"].numpy().astype(np.float32) if "audio_db" in full else np.full(n, np.nan, np.float32)
+    level = np.where(has_audio, level, np.nan).astype(np.float32)
+    silent = level < SILENCE_DB
+    mismatch = table["av_mismatch"].to_numpy(np.float32)
+    flag = silent | (np.nan_to_num(mismatch, nan=0.0) >= MISMATCH_FLAG)
+    table["audio_db"] = level
+    table["silent"] = pd.array(np.where(has_audio, silent, cast(Any, None)), dtype="boolean")
+    table["sound_flag"] = pd.array(np.where(has_audio, flag, cast(Any, None)), dtype="boolean")
 
 
 def kmeans_space(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: AssignOptions, k: int) -> np.ndarray:

@@ -1,10 +1,11 @@
 """The assignment file: one Parquet format, written by ``videolabel assign``, read by everything after it.
 
 Wide layout (one row per video): ``video_id, path, cluster, confidence, margin, cluster_h<h>, prob_h<h>``
-(every head), ``has_audio, av_agree``; long layout (one row per video and head): ``video_id, path, head,
-cluster, prob``. Other producers may write just ``video_id`` and/or ``path`` and ``cluster`` (or
-``cluster_h<h>``). The Parquet key-value metadata under :data:`META_KEY` is a JSON object (run, checkpoint,
-method, modality, layout, head, name, ...; docs/architecture.md "Assignments").
+(every head), ``has_audio, av_agree, av_mismatch, audio_db, silent, sound_flag``; long layout (one row
+per video and head): ``video_id, path, head, cluster, prob``. Other producers may write just
+``video_id`` and/or ``path`` and ``cluster`` (or ``cluster_h<h>``). The Parquet key-value metadata
+under :data:`META_KEY` is a JSON object (run, checkpoint, method, modality, layout, head, name, ...;
+docs/architecture.md "Assignments").
 
 :func:`write_assignments` writes a table with its metadata atomically; :func:`load_assignments` reads
 either layout back into wide form (:class:`Assignments`), checked, with one-line errors.

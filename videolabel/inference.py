@@ -21,6 +21,7 @@ from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
 from videolabel.data.loader import ListBatches, make_loader
 from videolabel.errors import VideolabelError, first_line
+from videolabel.loudness import FLOOR_DB, full_scale_power, peak_level_db
 from videolabel.models import build_model
 from videolabel.models.selavi import SeLaVi
 from videolabel.train.checkpoint import (
@@ -103,7 +104,8 @@ def _pick_clips(first: np.ndarray, count: np.ndarray, clips: int | None) -> tupl
 def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptions, device: torch.device
           ) -> dict[str, torch.Tensor]:
     """Clip-averaged per-head log-probabilities [H, n, K] per modality (``lv``, ``la``; ``lf`` alone for a
-    fusion run) and pooled features [n, D] (``fv``, ``fa``)."""
+    fusion run), pooled features [n, D] (``fv``, ``fa``) and the level of each video's loudest
+    spectrogram frame over its clips, dB re full scale [n] (``audio_db``, :mod:`videolabel.loudness`)."""
     model = run.model
     preset = model.preset
     cuda = device.type == "cuda"
@@ -120,6 +122,8 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     keys = ("lf", "fv", "fa") if model.fusion else ("lv", "la", "fv", "fa")
     sums: dict[str, torch.Tensor | None] = {k: None for k in keys}
     counts = torch.zeros(n, device=device)
+    level = torch.full((n,), FLOOR_DB, device=device)
+    reference, log_eps = full_scale_power(ds.config), float(ds.config.log_eps)
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     pos = 0
@@ -146,7 +150,9 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
                 acc = sums[key] = torch.zeros(shape, device=device)
             acc.index_add_(dim, who, val)
         counts.index_add_(0, who, torch.ones(m, device=device))
+        level.index_reduce_(0, who, peak_level_db(audio, reference, log_eps), "amax")
     c = counts.clamp_min(1.0)
     res = {k: cast(torch.Tensor, sums[k]) / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
+    res["audio_db"] = level
     res["clips"] = torch.tensor(len(clip_idx))
     return res

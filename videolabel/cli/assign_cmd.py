@@ -94,6 +94,11 @@ def assign(
         how = "chosen by audio-visual agreement" if summary.meta.get("head_choice") == "agreement" else "as asked"
         typer.echo(f"cluster = head {summary.meta['head']} ({how}; frames-vs-audio NMI per head: "
                    + ", ".join(f"{x:.2f}" for x in scores) + ")")
+    sound = summary.meta.get("sound")
+    if sound:
+        typer.echo(f"sound: {sound['flagged']} video(s) to review (sound_flag: silent, or av_mismatch >= 0.5), "
+                   f"{sound['silent']} of them silent (loudest frame below {sound['silence_db']:g} dBFS); "
+                   f"{sound['no_audio']} without an audio track")
     if summary.features:
         typer.echo(f"wrote {summary.features}")
     typer.echo(f"wrote {summary.out}")
