@@ -409,6 +409,7 @@ def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ff
     run_ingest(folder, ours, ShardDataset(cache).config, workers=1, progress="none")
     r = cli("assign", str(run), "--cache", str(ours), "--out", str(tmp_path / "s.parquet"), "--workers", "0")
     assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stderr, r.stderr
     df = pd.read_parquet(tmp_path / "s.parquet").set_index("path")
     kind = dict(rows)
     for path, row in df.iterrows():

@@ -150,7 +150,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
                 acc = sums[key] = torch.zeros(shape, device=device)
             acc.index_add_(dim, who, val)
         counts.index_add_(0, who, torch.ones(m, device=device))
-        level.index_reduce_(0, who, peak_level_db(audio, reference, log_eps), "amax")
+        level.scatter_reduce_(0, who, peak_level_db(audio, reference, log_eps), reduce="amax")
     c = counts.clamp_min(1.0)
     res = {k: cast(torch.Tensor, sums[k]) / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
     res["audio_db"] = level
