@@ -277,22 +277,36 @@ def test_agreement_head_is_the_one_whose_towers_agree_most(tiny_run, tmp_path):
 
 
 def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
-    """Default ``--head auto``: the consensus (medoid) head for a tiny run, whose heads hold k-means restarts
-    of the final features; the A/V agreement rule for heads trained on self-labels (``final_labels:
-    heads``); head 0's consensus score is its mean NMI to the other heads (recomputed from the file)."""
+    """Default ``--head auto``: for a tiny run, whose heads hold k-means restarts of the final features, the
+    head whose clusters have the lowest k-means objective in the run's final space (recomputed here by brute
+    force from the features file); the A/V agreement rule for heads trained on self-labels (``final_labels:
+    heads``)."""
     from videolabel.assign_table import head_rule
-    from videolabel.metrics import nmi
+    from videolabel.inference import load_run
+    from videolabel.train.distill import final_space_features
 
     run, _, _ = tiny_run
-    r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--workers", "0")
+    r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--workers", "0",
+            "--features", str(tmp_path / "f.parquet"))
     assert r.returncode == 0, r.stderr
     df, meta = pd.read_parquet(tmp_path / "auto.parquet"), _meta(tmp_path / "auto.parquet")
-    heads = np.stack([df[f"cluster_h{h}"].to_numpy() for h in range(3)])
-    want = [np.mean([nmi(heads[i], heads[j]) for j in range(3) if j != i]) for i in range(3)]
-    assert meta["head_choice"] == "consensus" and meta["head_consensus_nmi"] == pytest.approx(want, abs=1e-5)
-    assert meta["head"] == int(np.argmax(want)) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
-    assert f"cluster = head {meta['head']} (chosen by consensus" in r.stdout
-    assert (head_rule("auto", "features", 3), head_rule("auto", "heads", 3)) == ("consensus", "agreement")
+    f = pd.read_parquet(tmp_path / "f.parquet")
+    assert (f["path"].to_numpy() == df["path"].to_numpy()).all()
+    tc = load_run(run, torch.device("cpu")).train_config
+    assert tc.final_labels == "features" and tc.final_space == "shared"
+    x = final_space_features(torch.from_numpy(np.stack(f["video_features"].to_numpy()).astype(np.float32)),
+                             torch.from_numpy(np.stack(f["audio_features"].to_numpy()).astype(np.float32)),
+                             torch.from_numpy(f["has_audio"].to_numpy(bool).copy()), tc.num_clusters,
+                             tc.final_space).astype(np.float64)
+    want = []
+    for h in range(3):
+        c = df[f"cluster_h{h}"].to_numpy()
+        want.append(sum(float(((x[c == k] - x[c == k].mean(axis=0)) ** 2).sum()) for k in np.unique(c)))
+    assert meta["head_choice"] == "objective" and meta["head_objective"] == pytest.approx(want, rel=1e-3, abs=1e-3)
+    assert meta["head"] == int(np.argmin(want)) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
+    assert "head_consensus_nmi" not in meta
+    assert f"cluster = head {meta['head']} (chosen by the lowest k-means objective" in r.stdout
+    assert (head_rule("auto", "features", 3), head_rule("auto", "heads", 3)) == ("objective", "agreement")
     assert head_rule("auto", "features", 1) == "agreement" and head_rule("consensus", "heads", 3) == "consensus"
 
 
@@ -341,7 +355,7 @@ def test_several_runs_refused_cleanly(tiny_run, second_run, tmp_path):
     r = cli("assign", str(run), str(moved), "--out", str(tmp_path / "x.parquet"), "--workers", "0")
     assert r.returncode == 2 and "different caches" in r.stderr and "Traceback" not in r.stderr
     r = cli("assign", str(run), "--out", str(tmp_path / "x.parquet"), "--head", "best")
-    assert r.returncode == 2 and "--head must be auto, agreement, consensus or a head index" in r.stderr
+    assert r.returncode == 2 and "--head must be auto, agreement, consensus, objective or a head index" in r.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 

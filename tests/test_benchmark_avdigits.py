@@ -76,7 +76,7 @@ def test_json_numbers(first_run):
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     assert set(doc["tables"]) == set(TABLE_KEYS)
-    expected_rows = {"5": 7, "2": 3, "3": 8, "a2": 4, "f2": 12, "tq": 2}
+    expected_rows = {"5": 8, "2": 3, "3": 8, "a2": 4, "f2": 12, "tq": 2}
     for key, res in doc["tables"].items():
         assert len(res["rows"]) == expected_rows[key]
         for row in res["rows"]:
@@ -128,9 +128,10 @@ def test_rerun_reuses_everything(first_run):
 
 
 def test_label_free_rows(first_run):
-    """Table 5's label-free rows: the head that `assign --head auto` chose (the consensus head of a tiny run),
-    the head `--head agreement` would choose (the highest frames-vs-audio NMI in the file's metadata), and
-    head 0, all read from the same file."""
+    """Table 5's label-free rows: the head that `assign --head auto` chose (the lowest k-means objective on a
+    tiny run, stored per head in the file), the consensus head (`--head consensus`: the medoid of the file's
+    heads), the head `--head agreement` would choose (the highest frames-vs-audio NMI in the file's
+    metadata), and head 0, all read from the same file."""
     import pyarrow.parquet as pq
 
     from videolabel.cluster.select import consensus_head
@@ -138,16 +139,19 @@ def test_label_free_rows(first_run):
     _, tmp, _, _ = first_run
     doc = json.loads((tmp / "r.json").read_text())
     rows = {r["name"]: r for r in doc["tables"]["5"]["rows"]}
-    h0, chosen = rows["SeLaVi, head 0"], rows["SeLaVi, head chosen by `assign` (consensus)"]
-    agreed = rows["SeLaVi, head chosen by A/V agreement"]
+    h0, chosen = rows["SeLaVi, head 0"], rows["SeLaVi, head chosen by `assign` (lowest k-means objective)"]
+    agreed, cons = rows["SeLaVi, head chosen by A/V agreement"], rows["SeLaVi, consensus head"]
     picked = rows["SeLaVi, seed and head chosen by `assign`"]
     for split in ("train", "heldout"):
-        for e0, ec, ea in zip(h0["per_seed"], chosen["per_seed"], agreed["per_seed"]):
-            assert e0[split]["file"] == ec[split]["file"] == ea[split]["file"]
+        for e0, ec, ea, em in zip(h0["per_seed"], chosen["per_seed"], agreed["per_seed"], cons["per_seed"]):
+            assert e0[split]["file"] == ec[split]["file"] == ea[split]["file"] == em[split]["file"]
             meta = json.loads(pq.read_schema(ec[split]["file"]).metadata[b"videolabel"])
             heads = pd.read_parquet(ec[split]["file"])
+            objective = meta["head_objective"]
+            assert meta["head_choice"] == "objective" and ec[split]["head"] == meta["head"]
+            assert meta["head"] == objective.index(min(objective))
             medoid = consensus_head(np.stack([heads[f"cluster_h{h}"] for h in range(meta["num_heads"])]))
-            assert meta["head_choice"] == "consensus" and ec[split]["head"] == meta["head"] == medoid
+            assert em[split]["consensus_head"] == medoid and em[split]["scores"] == em[split]["consensus"]
             scores = meta["head_av_nmi"]
             assert ea[split]["agreement_head"] == scores.index(max(scores))
             assert ea[split]["scores"] == ea[split]["agreement"]

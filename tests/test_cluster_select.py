@@ -15,7 +15,9 @@ from videolabel.cluster.select import (
     choose_head,
     consensus_head,
     consensus_scores,
+    kmeans_objective,
     modality_mismatch,
+    objective_head,
 )
 
 
@@ -133,3 +135,39 @@ def test_consensus_head_is_the_medoid_partition_brute_force():
     assert consensus_head(np.stack([c[1], c[1]])) == 0  # ties: the lowest index
     with pytest.raises(ValueError):
         consensus_head(np.zeros(5))
+
+
+def test_kmeans_objective_against_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 5))
+    c = rng.integers(0, 4, size=(3, 40))
+    c[2] = 7  # one cluster holding every point
+    want = []
+    for part in c:
+        tot = 0.0
+        for k in set(part.tolist()):
+            pts = [x[i] for i in range(40) if part[i] == k]
+            mu = sum(pts) / len(pts)
+            tot += sum(float(((p - mu) ** 2).sum()) for p in pts)
+        want.append(tot)
+    assert kmeans_objective(x, c) == pytest.approx(want, rel=1e-9)
+    with pytest.raises(ValueError):
+        kmeans_objective(x, c[:, :30])
+    with pytest.raises(ValueError):
+        kmeans_objective(x, np.zeros((0, 40)))
+
+
+def test_objective_head_keeps_the_better_restart_even_against_the_majority():
+    """Four well-separated blobs (classes 0-3). Three restarts merged blobs 0 and 1 and split blob 2 in two;
+    one found the four blobs. The consensus (medoid) is one of the three; the lowest objective is the one."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0]])
+    y = np.repeat(np.arange(4), 25)
+    x = centres[y] + 0.5 * rng.standard_normal((100, 2))
+    good = y.copy()
+    bad = np.where(y == 1, 0, y)
+    bad = np.where((y == 2) & (x[:, 0] > 0), 1, bad)  # blob 2 cut in two by the sign of x
+    clusters = np.stack([bad, bad.copy(), good, bad.copy()])
+    assert consensus_head(clusters) != 2
+    assert objective_head(x, clusters) == 2
+    assert objective_head(x, np.stack([good, good])) == 0  # ties: the lowest index

@@ -12,10 +12,10 @@ METHODS = ("selavi", "kmeans")
 SPACES = ("joint", "shared")
 MODALITIES = ("both", "audio", "visual")
 #: label-free rules for the head that fills ``cluster`` (``--head``; an index fixes it instead): "auto" is
-#: "consensus" for runs whose heads hold k-means restarts of the features (the tiny recipe's
+#: "objective" for runs whose heads hold k-means restarts of the features (the tiny recipe's
 #: ``final_labels: features``) and "agreement" for heads trained on self-labels (the paper's runs);
 #: assign_table.head_rule
-HEAD_RULES = ("auto", "agreement", "consensus")
+HEAD_RULES = ("auto", "agreement", "consensus", "objective")
 
 
 @dataclass
@@ -24,7 +24,8 @@ class AssignOptions:
     modality: str = "both"  # "both", "audio" or "visual"
     # head that fills the top-level `cluster` column: an index or a rule of HEAD_RULES: "agreement" (the
     # frames' and the sound's clusters agree most: cluster.select.choose_head), "consensus" (agrees most with
-    # the other heads: consensus_head) or "auto" (the rule that fits the run)
+    # the other heads: consensus_head), "objective" (lowest k-means objective in the run's final space:
+    # objective_head) or "auto" (the rule that fits the run)
     head: int | str = "auto"
     clips: int | None = None  # clips per video to average (None: all cached clips)
     degrade: int = 1  # nearest down- then up-sampling of the frames by this factor (paper Fig. 2)

@@ -94,8 +94,8 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         top2 = p.topk(min(2, p.shape[-1]), dim=-1)
         clusters = top2.indices[..., 0].numpy()
         probs = top2.values[..., 0].numpy().astype(np.float32)
-        head, scores, rule, consensus = pick if pick is not None else pick_head(run, full, has_audio, opts.head,
-                                                                                opts.modality)
+        head, scores, rule, rule_scores = pick if pick is not None else pick_head(run, full, has_audio, opts.head,
+                                                                                  opts.modality)
         second = top2.values[head, :, 1] if p.shape[-1] > 1 else torch.zeros_like(top2.values[head, :, 0])
         margins = (top2.values[head, :, 0] - second).numpy().astype(np.float32)
         if "lf" in full:
@@ -108,8 +108,8 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
         meta.update(method="selavi", num_clusters=run.train_config.num_clusters,
                     num_heads=run.train_config.num_heads, head=head,
                     head_choice=rule, head_av_nmi=scores)
-        if consensus is not None:
-            meta["head_consensus_nmi"] = consensus
+        if rule_scores is not None:
+            meta.update(rule_scores)
     meta["name"] = opts.name or (meta["method"] if opts.modality == "both" else f"{meta['method']}-{opts.modality}")
     if opts.degrade > 1 and not opts.name:
         meta["name"] += f"-degrade{opts.degrade}"
@@ -212,34 +212,42 @@ def kmeans_auto_k(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: 
     return best[k][1], k, scores, best[k][2]
 
 
-#: pick_head's result: head, A/V agreement per head, rule, consensus score per head
-HeadPick = tuple[int, list[float] | None, str, list[float] | None]
+#: pick_head's result: head, A/V agreement per head, rule, the rule's per-head scores under their metadata key
+#: (``head_objective`` or ``head_consensus_nmi``; None for the other rules)
+HeadPick = tuple[int, list[float] | None, str, dict[str, list[float]] | None]
 
 
 def head_rule(head: str, final_labels: str, num_heads: int) -> str:
-    """The label-free rule that ``--head`` names: "agreement" or "consensus" as given; "auto" resolves to
-    "consensus" where the run's heads hold k-means restarts of its final features (``final_labels:
-    features``, several heads) and to "agreement" where they were trained on self-labels (docs/method.md,
-    "The head choice": on the tiny recipe's runs the A/V agreement picked the head that follows what both
-    streams share besides the classes; the medoid did not)."""
+    """The label-free rule that ``--head`` names: "agreement", "consensus" or "objective" as given; "auto"
+    resolves to "objective" where the run's heads hold k-means restarts of its final features
+    (``final_labels: features``, several heads) and to "agreement" where they were trained on self-labels
+    (docs/method.md, "The head choice: the k-means objective")."""
     if head != "auto":
         return head
-    return "consensus" if final_labels == "features" and num_heads > 1 else "agreement"
+    return "objective" if final_labels == "features" and num_heads > 1 else "agreement"
 
 
 def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Tensor, head: int | str,
               modality: str = "both") -> HeadPick:
     """The head that fills ``cluster``, every head's audio-visual agreement score (None where the run has no
     two trained towers to compare: ``modalities`` concat, video or audio), the rule that chose it
-    ("agreement", "consensus" or "fixed" for an index) and, with "consensus", every head's mean NMI to the
-    other heads.
+    ("agreement", "consensus", "objective" or "fixed" for an index) and the rule's per-head scores.
 
     "agreement" picks the head whose frames-only and audio-only clusters agree most on the videos being
     labelled (:func:`~videolabel.cluster.select.choose_head`), head 0 where there is nothing to compare;
     "consensus" the head whose clusters (of ``modality``) agree most with the other heads'
-    (:func:`~videolabel.cluster.select.consensus_head`); "auto" the one of the two that fits the run
+    (:func:`~videolabel.cluster.select.consensus_head`); "objective" the head whose clusters have the lowest
+    k-means objective in the run's final space, rebuilt on the videos being labelled
+    (:func:`~videolabel.cluster.select.objective_head`,
+    :func:`~videolabel.train.distill.final_space_features`); "auto" the rule that fits the run
     (:func:`head_rule`)."""
-    from videolabel.cluster.select import audio_visual_nmi, choose_head, consensus_scores
+    from videolabel.cluster.select import (
+        audio_visual_nmi,
+        choose_head,
+        consensus_scores,
+        kmeans_objective,
+        objective_head,
+    )
 
     scores = None
     if run.train_config.modalities == "both" and "lv" in full:
@@ -248,11 +256,19 @@ def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Ten
     if not isinstance(head, str):
         return int(head), scores, "fixed", None
     rule = head_rule(head, run.train_config.final_labels, run.train_config.num_heads)
-    if rule == "consensus":
+    if rule in ("consensus", "objective"):
         logp = full["lf"] if "lf" in full else combine_modalities(
             full["lv"], full["la"], has_audio, modality, balance=run.train_config.balance_modalities)
-        raw = consensus_scores(logp.argmax(-1).numpy())
-        return int(np.argmax(raw)), scores, rule, [round(x, 6) for x in raw]
+        clusters = logp.argmax(-1).numpy()
+        if rule == "consensus":
+            raw = consensus_scores(clusters)
+            return int(np.argmax(raw)), scores, rule, {"head_consensus_nmi": [round(x, 6) for x in raw]}
+        from videolabel.train.distill import final_space_features
+
+        tc = run.train_config
+        x = final_space_features(full["fv"], full["fa"], has_audio, tc.num_clusters, tc.final_space)
+        obj = kmeans_objective(x, clusters)
+        return objective_head(x, clusters), scores, rule, {"head_objective": [round(v, 4) for v in obj]}
     return (choose_head(scores) if scores is not None else 0), scores, rule, None
 
 

@@ -37,8 +37,10 @@ def assign(
     head: str = typer.Option(str(_A.head), help="Head that fills the top-level `cluster` column: an index, "
                              "agreement (the head whose frames-only and audio-only clusters agree most; head 0 where "
                              "the run has one trained tower), consensus (the head whose clusters agree most with the "
-                             "other heads') or auto: consensus where the heads hold k-means restarts of the final "
-                             "features (the tiny preset), agreement where they were trained on self-labels (paper)."),
+                             "other heads'), objective (the head whose clusters have the lowest k-means objective in "
+                             "the run's final space) or auto: objective where the heads hold k-means restarts of the "
+                             "final features (the tiny preset), agreement where they were trained on self-labels "
+                             "(paper)."),
     clips: Optional[int] = typer.Option(_A.clips, help="Clips per video to average (default: all cached clips)."),
     degrade: int = typer.Option(_A.degrade, help="Degrade frames by nearest down/up-sampling by this factor (Fig. 2)."),
     layout: str = typer.Option(_A.layout, help="wide (a row per video) or long (a row per video and head)."),
@@ -87,7 +89,11 @@ def assign(
                    + f"; chose K = {summary.num_clusters}")
     scores = summary.meta.get("head_av_nmi")
     consensus = summary.meta.get("head_consensus_nmi")
-    if consensus:
+    objective = summary.meta.get("head_objective")
+    if objective:
+        typer.echo(f"cluster = head {summary.meta['head']} (chosen by the lowest k-means objective in the run's "
+                   "final space; per head: " + ", ".join(f"{x:.1f}" for x in objective) + ")")
+    elif consensus:
         typer.echo(f"cluster = head {summary.meta['head']} (chosen by consensus; mean NMI to the other heads per "
                    "head: " + ", ".join(f"{x:.2f}" for x in consensus) + ")")
     elif scores:

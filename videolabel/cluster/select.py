@@ -30,7 +30,7 @@ import torch
 from videolabel.metrics import nmi
 
 __all__ = ["MISMATCH_FLAG", "audio_visual_nmi", "choose_head", "consensus_head", "consensus_scores",
-           "modality_mismatch"]
+           "kmeans_objective", "modality_mismatch", "objective_head"]
 
 #: ``av_mismatch`` at or above this: the towers put the video in different clusters more likely than not
 #: (an unrelated soundtrack, a picture that says nothing); docs/method.md "Real collections"
@@ -111,6 +111,49 @@ def consensus_head(clusters: Any) -> int:
         clusters: ``[H, N]`` integer cluster of each of N videos under each head.
     """
     return int(np.argmax(consensus_scores(clusters)))
+
+
+def kmeans_objective(features: Any, clusters: Any) -> list[float]:
+    """Per head, the k-means objective of its partition: ``sum_i ||x_i - mu_{c_i}||^2`` over the videos,
+    ``mu_c`` the mean of cluster ``c``'s points (the within-cluster sum of squares that Lloyd's algorithm
+    lowers at every step; MacQueen 1967, Lloyd 1982).
+
+    Args:
+        features: ``[N, D]`` points the partitions are judged in.
+        clusters: ``[H, N]`` integer cluster of each point under each head.
+
+    Raises:
+        ValueError: shapes that do not match, or no heads.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    c = np.asarray(clusters)
+    if x.ndim != 2 or c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != x.shape[0]:
+        raise ValueError(f"need features [N, D] and clusters [H, N], got {x.shape} and {c.shape}")
+    out = []
+    for part in c:
+        _, inv = np.unique(part, return_inverse=True)
+        sums = np.zeros((int(inv.max()) + 1 if inv.size else 0, x.shape[1]))
+        np.add.at(sums, inv, x)
+        counts = np.bincount(inv).astype(np.float64)
+        # sum ||x - mu||^2 = sum ||x||^2 - sum_c ||S_c||^2 / n_c
+        out.append(float((x * x).sum() - ((sums * sums).sum(axis=1) / np.maximum(counts, 1.0)).sum()))
+    return out
+
+
+def objective_head(features: Any, clusters: Any) -> int:
+    """The head whose partition has the lowest :func:`kmeans_objective` in ``features``; the lowest index
+    among ties. Not in the paper.
+
+    The label-free choice for runs whose heads hold k-means restarts of the final features (the tiny
+    recipe's ``final_labels: features``; ``assign --head auto`` there): of several k-means solutions, keep
+    the one with the lowest objective, as any k-means with restarts does. A restart stuck in a local
+    minimum that merges two classes and splits a third has a higher objective, even where most restarts
+    are stuck in it and the medoid (:func:`consensus_head`) is one of them (docs/method.md, "The head
+    choice: the k-means objective").
+    """
+    obj = np.asarray(kmeans_objective(features, clusters))
+    best = obj.min()
+    return int(np.flatnonzero(obj <= best + 1e-9 * max(1.0, abs(best)))[0])
 
 
 def modality_mismatch(log_p_video: torch.Tensor, log_p_audio: torch.Tensor) -> torch.Tensor:

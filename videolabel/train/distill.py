@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,7 +22,22 @@ from videolabel.models.selavi import SeLaVi
 from videolabel.seeds import DISTILL, generator, seed_for
 from videolabel.train import dist as D
 
-__all__ = ["distill_heads", "kmeans_labels"]
+__all__ = ["distill_heads", "final_space_features", "kmeans_labels"]
+
+
+def final_space_features(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
+                         space: str = "joint") -> np.ndarray:
+    """The points the final k-means of :func:`kmeans_labels` clusters, float32 ``[N, D]``: per modality
+    PCA-whitened to 32 dimensions (``space="joint"``) or the ``2 K`` top canonical variates with the other
+    modality after whitening to 64 (``space="shared"``, with at least 3 videos with sound), L2-normalised
+    and concatenated (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``)."""
+    from videolabel.cluster.cca import SHARED_PCA, shared_dims
+    from videolabel.kmeans import pooled_features
+
+    if space == "shared" and int(has_audio.sum()) >= 3:
+        return pooled_features(video_features, audio_features, has_audio, "both", pca=SHARED_PCA,
+                               shared=shared_dims(num_clusters))
+    return pooled_features(video_features, audio_features, has_audio, "both", pca=32)
 
 
 def kmeans_labels(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
@@ -33,14 +49,9 @@ def kmeans_labels(video_features: Tensor, audio_features: Tensor, has_audio: Ten
     with the other modality after whitening to 64 (``space="shared"``, as ``assign --method kmeans
     --space shared``), then L2-normalised (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``).
     """
-    from videolabel.cluster.cca import SHARED_PCA, shared_dims
-    from videolabel.kmeans import kmeans, pooled_features
+    from videolabel.kmeans import kmeans
 
-    if space == "shared" and int(has_audio.sum()) >= 3:
-        x = pooled_features(video_features, audio_features, has_audio, "both", pca=SHARED_PCA,
-                            shared=shared_dims(num_clusters))
-    else:
-        x = pooled_features(video_features, audio_features, has_audio, "both", pca=32)
+    x = final_space_features(video_features, audio_features, has_audio, num_clusters, space)
     return torch.stack([torch.as_tensor(kmeans(x, num_clusters, seed=seed_for(seed, DISTILL, h) % (1 << 31)).labels,
                                         dtype=torch.int64) for h in range(num_heads)])
 
