@@ -439,3 +439,10 @@ def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ff
     meta = _meta(tmp_path / "s.parquet")
     assert meta["sound"] == {"silence_db": -60.0, "no_audio": 2, "silent": 2, "flagged": int(df["sound_flag"].sum())}
     assert "2 of them silent" in r.stdout and "2 without an audio track" in r.stdout
+    # k-means labels have no towers to compare: the flag is silence alone
+    r = cli("assign", str(run), "--cache", str(ours), "--out", str(tmp_path / "k.parquet"), "--workers", "0",
+            "--method", "kmeans", "--k", "3")
+    assert r.returncode == 0, r.stderr
+    km = pd.read_parquet(tmp_path / "k.parquet").set_index("path")
+    assert (km["sound_flag"].fillna(False) == km["silent"].fillna(False)).all() and int(km["silent"].sum()) == 2
+    assert "sound: 2 video(s) silent" in r.stdout

@@ -101,10 +101,13 @@ def assign(
         typer.echo(f"cluster = head {summary.meta['head']} ({how}; frames-vs-audio NMI per head: "
                    + ", ".join(f"{x:.2f}" for x in scores) + ")")
     sound = summary.meta.get("sound")
-    if sound:
+    if sound and summary.method == "selavi":
         typer.echo(f"sound: {sound['flagged']} video(s) to review (sound_flag: silent, or av_mismatch >= 0.5), "
                    f"{sound['silent']} of them silent (loudest frame below {sound['silence_db']:g} dBFS); "
                    f"{sound['no_audio']} without an audio track")
+    elif sound:  # k-means: no towers to compare, the flag is silence alone
+        typer.echo(f"sound: {sound['silent']} video(s) silent (loudest frame below {sound['silence_db']:g} dBFS, "
+                   f"sound_flag); {sound['no_audio']} without an audio track")
     if summary.features:
         typer.echo(f"wrote {summary.features}")
     typer.echo(f"wrote {summary.out}")
