@@ -303,7 +303,8 @@ def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
         c = df[f"cluster_h{h}"].to_numpy()
         want.append(sum(float(((x[c == k] - x[c == k].mean(axis=0)) ** 2).sum()) for k in np.unique(c)))
     assert meta["head_choice"] == "objective" and meta["head_objective"] == pytest.approx(want, rel=1e-3, abs=1e-3)
-    assert meta["head"] == int(np.argmin(want)) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
+    # heads with the same partition tie exactly; any rounding between the two computations must not decide
+    assert want[meta["head"]] <= min(want) * (1 + 1e-6) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
     assert "head_consensus_nmi" not in meta
     assert f"cluster = head {meta['head']} (chosen by the lowest k-means objective" in r.stdout
     assert (head_rule("auto", "features", 3), head_rule("auto", "heads", 3)) == ("objective", "agreement")
