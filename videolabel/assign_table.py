@@ -145,9 +145,7 @@ def sound_columns(table: pd.DataFrame, full: dict[str, torch.Tensor], has_audio:
     audio track), ``silent`` (``audio_db`` below :data:`~videolabel.loudness.SILENCE_DB`) and
     ``sound_flag`` (review the sound: silent, or ``av_mismatch`` at or above
     :data:`~videolabel.cluster.select.MISMATCH_FLAG`; empty without an audio track) to ``table``."""
-    n = len(table)
-    level = full["audio_db"].numpy().astype(np.float32) if "audio_db" in full else np.full(n, np.nan, np.float32)
-    level = np.where(has_audio, level, np.nan).astype(np.float32)
+    level = np.where(has_audio, full["audio_db"].numpy(), np.nan).astype(np.float32)
     silent = level < SILENCE_DB
     mismatch = table["av_mismatch"].to_numpy(np.float32)
     flag = silent | (np.nan_to_num(mismatch, nan=0.0) >= MISMATCH_FLAG)

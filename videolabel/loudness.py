@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from videolabel.config import IngestConfig
-from videolabel.melscale import mel_filterbank
+from videolabel.ingest.logmel import filterbank_for, hann_window, win_samples
 
 __all__ = ["FLOOR_DB", "SILENCE_DB", "full_scale_power", "peak_level_db"]
 
@@ -37,11 +37,8 @@ def full_scale_power(cfg: IngestConfig) -> float:
 
     ``sum_n w_n^2 * sum_{k,b} fb[k, b]``: the periodic Hann window of ``win`` samples (as
     :func:`videolabel.ingest.logmel.log_mel`) and the HTK filterbank of ``cfg``."""
-    win = int(round(cfg.win_ms * cfg.sample_rate / 1000.0))
-    n = np.arange(win, dtype=np.float64)
-    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)
-    fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels).astype(np.float64)
-    return float((w**2).sum() * fb.sum())
+    w = hann_window(win_samples(cfg)).astype(np.float64)
+    return float((w**2).sum() * filterbank_for(cfg).astype(np.float64).sum())
 
 
 def peak_level_db(logmel: torch.Tensor, reference: float, log_eps: float) -> torch.Tensor:
@@ -60,7 +57,6 @@ def peak_level_db(logmel: torch.Tensor, reference: float, log_eps: float) -> tor
     if not reference > 0:
         raise ValueError(f"reference must be > 0, got {reference}")
     power = (logmel.float().exp() - log_eps).clamp_min(0.0).sum(dim=1)  # [B, frames]
-    floor = reference * 10.0 ** (FLOOR_DB / 10.0)
-    peak = power.amax(dim=1).clamp_min(floor)
-    return (10.0 * torch.log10(peak / reference)).float().clamp_min(FLOOR_DB)
+    peak = power.amax(dim=1).clamp_min(reference * 10.0 ** (FLOOR_DB / 10.0))
+    return 10.0 * torch.log10(peak / reference)
 

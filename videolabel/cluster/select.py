@@ -130,13 +130,13 @@ def kmeans_objective(features: Any, clusters: Any) -> list[float]:
     if x.ndim != 2 or c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != x.shape[0]:
         raise ValueError(f"need features [N, D] and clusters [H, N], got {x.shape} and {c.shape}")
     out = []
+    total = float((x * x).sum())
     for part in c:
         _, inv = np.unique(part, return_inverse=True)
-        sums = np.zeros((int(inv.max()) + 1 if inv.size else 0, x.shape[1]))
+        sums = np.zeros((int(inv.max()) + 1, x.shape[1]))
         np.add.at(sums, inv, x)
-        counts = np.bincount(inv).astype(np.float64)
-        # sum ||x - mu||^2 = sum ||x||^2 - sum_c ||S_c||^2 / n_c
-        out.append(float((x * x).sum() - ((sums * sums).sum(axis=1) / np.maximum(counts, 1.0)).sum()))
+        # sum ||x - mu||^2 = sum ||x||^2 - sum_c ||S_c||^2 / n_c (every cluster in inv has n_c >= 1)
+        out.append(total - float(((sums * sums).sum(axis=1) / np.bincount(inv)).sum()))
     return out
 
 

@@ -43,9 +43,10 @@ def empty_filters(cfg: IngestConfig) -> list[int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _hann(win: int) -> np.ndarray:
+def hann_window(win: int) -> np.ndarray:
+    """The periodic Hann window of ``win`` samples, float32 (as ``torch.hann_window``)."""
     n = np.arange(win, dtype=np.float64)
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)).astype(np.float32)  # periodic, as torch
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win)).astype(np.float32)
 
 
 def log_mel(wave: np.ndarray, cfg: IngestConfig) -> np.ndarray:
@@ -58,7 +59,7 @@ def log_mel(wave: np.ndarray, cfg: IngestConfig) -> np.ndarray:
     if wave.shape[1] < need:
         wave = np.pad(wave, ((0, 0), (0, need - wave.shape[1])))
     idx = hop * np.arange(n_frames)[:, None] + np.arange(win)[None, :]  # [F, win]
-    frames = wave[:, idx] * _hann(win)  # [K, F, win]
+    frames = wave[:, idx] * hann_window(win)  # [K, F, win]
     spec = np.fft.rfft(frames, n=cfg.n_fft, axis=-1)
     power = np.ascontiguousarray(spec.real, np.float32) ** 2 + np.ascontiguousarray(spec.imag, np.float32) ** 2
     fb = filterbank_for(cfg)
