@@ -38,6 +38,7 @@ def test_out_under_a_regular_file(tmp_path) -> None:
         (["--part", "3/2"], "--part"),
         (["--size", "big"], "--size"),
         (["--short", "maybe"], "short must be"),
+        (["--fit", "stretch"], "fit must be"),
         (["--ffmpeg", "/no/such/ffmpeg"], "--ffmpeg"),
         (["--n-fft", "512"], "mel filters are empty"),
     ],
@@ -74,3 +75,15 @@ def test_summary_log_lines_and_json(tmp_path) -> None:
     assert doc["found"] == 2 and doc["ingested"] == 1 and doc["skipped_existing"] == 1 and doc["part"] == "0/1"
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["format_version"] == 1 and cfg["config"]["height"] == 128 and cfg["ffmpeg_version"].startswith("ffmpeg version")
+
+
+def test_fit_travels_with_the_cache(tmp_path) -> None:
+    src = tmp_path / "src"
+    make_video(src / "a.mp4", seconds=1.2, size=(96, 160))  # portrait
+    out = tmp_path / "cache"
+    r = run_cli("ingest", str(src), "--out", str(out), "--ffmpeg", FFMPEG, "--size", "64x96", "--fit", "contain", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["fit"] == "contain"
+    # the same cache with the default fit is another config: refused, with what differs
+    r = run_cli("ingest", str(src), "--out", str(out), "--ffmpeg", FFMPEG, "--size", "64x96")
+    assert_one_line_error(r, 2, "fit 'contain' -> 'cover'")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import FFMPEG, make_video, remux
 
 from videolabel.config import IngestConfig
+from videolabel.errors import VideolabelError
 from videolabel.ingest.discover import Source
 from videolabel.ingest.logmel import window_samples
 from videolabel.ingest.worker import Settings, plan_clips, process_video
@@ -195,3 +199,39 @@ def test_joint_failure_falls_back_and_names_the_stream(tmp_path, monkeypatch) ->
     monkeypatch_state["audio_broken"] = True
     res = run(path)
     assert res.status == "failed" and res.record["error"].startswith("audio: ")
+
+
+def _portrait_with_red_top(path) -> None:
+    """A 90x160 (portrait) video: a red bar over the top eighth, blue below."""
+    graph = "color=c=blue:s=90x160:r=30:d=1.2,drawbox=x=0:y=0:w=90:h=20:color=red:t=fill"
+    subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", graph, "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    str(path)], check=True)
+
+
+def test_fit_contain_keeps_what_cover_cuts_away(tmp_path) -> None:
+    path = tmp_path / "portrait.mp4"
+    _portrait_with_red_top(path)
+    cover, contain = run(path), run(path, replace(CFG, fit="contain"))
+    assert cover.status == contain.status == "ok"
+    # cover: scaled to 171 x 304 and the middle 128 rows kept; the red top (38 rows) is cut away
+    f = cover.video[0, 10]
+    assert all(is_blue(f[y, x]) for y in (2, 64, 125) for x in (3, 85, 167))
+    # contain: scaled to 72 x 128, centred on black (columns 49-120); the red top is the first 16 rows
+    f = contain.video[0, 10]
+    assert is_red(f[4, 85]) and is_blue(f[64, 85]) and is_blue(f[125, 85])
+    assert int(f[:, :45].max()) < 20 and int(f[:, 125:].max()) < 20, "the sides must be black"
+    assert contain.video.shape == cover.video.shape == (3, 30, 128, 171, 3)
+
+
+def test_fit_cover_keeps_the_hash_of_caches_made_before_the_setting() -> None:
+    import dataclasses
+    import hashlib
+    import json
+
+    old = dataclasses.asdict(CFG)
+    del old["fit"]  # a config.json written before the setting existed
+    blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
+    assert CFG.hash() == hashlib.sha1(blob.encode()).hexdigest()[:12]
+    assert replace(CFG, fit="contain").hash() != CFG.hash()
+    with pytest.raises(VideolabelError, match="fit must be"):
+        replace(CFG, fit="letterbox").validate()

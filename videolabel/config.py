@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from videolabel.errors import VideolabelError
 
 FORMAT_VERSION = 1
+#: how a frame of another aspect than the stored size is fitted (:attr:`IngestConfig.fit`)
+FITS = ("cover", "contain")
 #: the decoded clips of one video are held in memory while it is processed: refuse settings beyond this
 MAX_VIDEO_BYTES = 8 * 2**30
 
@@ -40,6 +42,10 @@ class IngestConfig:
     short: str = "pad"  # a video shorter than one clip: "pad" (repeat last frame) or "skip"
     require_audio: bool = False  # a video without audio fails instead of getting a silent spectrogram
     format_version: int = FORMAT_VERSION
+    # a frame whose aspect differs from the stored size: "cover" (scaled to cover it, centre-cropped: the
+    # paper's short-side resize; a portrait video on a landscape store loses its top and bottom) or
+    # "contain" (scaled to fit inside it, centred on black: nothing of the picture is cut away)
+    fit: str = "cover"
 
     @property
     def clip_seconds(self) -> float:
@@ -73,6 +79,8 @@ class IngestConfig:
                             "fewer frames, clips or pixels")
         if self.short not in ("pad", "skip"):
             problems.append(f"short must be 'pad' or 'skip', not {self.short!r}")
+        if self.fit not in FITS:
+            problems.append(f"fit must be 'cover' or 'contain', not {self.fit!r}")
         if self.format_version != FORMAT_VERSION:
             problems.append(f"format_version {self.format_version} is not supported (this is {FORMAT_VERSION})")
         if self.sample_rate < 1000 or self.n_mels < 1 or self.mel_frames < 1:
@@ -101,12 +109,17 @@ class IngestConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        return config_hash(self)
+        """The config's short hash; ``fit="cover"`` is left out of it, so that a cache made before the field
+        existed keeps its hash (and the runs trained on it their match with it)."""
+        d = dataclasses.asdict(self)
+        if d["fit"] == "cover":
+            del d["fit"]
+        return _dict_hash(d)
 
 
-def config_hash(cfg: Any) -> str:
-    """Stable short hash of a dataclass config (sorted-key JSON)."""
-    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, separators=(",", ":"))
+def _dict_hash(d: dict[str, Any]) -> str:
+    """Stable short hash of a config's fields (sorted-key JSON)."""
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

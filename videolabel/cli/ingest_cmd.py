@@ -24,7 +24,10 @@ def ingest(
     frames: int = typer.Option(_D.frames, "--frames", help="Frames per clip."),
     fps: float = typer.Option(_D.fps, "--fps", help="Frame rate of the stored clips."),
     size: str = typer.Option(f"{_D.height}x{_D.width}", "--size",
-                             help="Stored frame size HxW (scaled to cover, centre-cropped)."),
+                             help="Stored frame size HxW (see --fit)."),
+    fit: str = typer.Option(_D.fit, "--fit", help="A frame of another aspect than --size: cover (scaled to cover "
+                            "it, centre-cropped: a portrait video on a landscape size loses its top and bottom) "
+                            "or contain (scaled to fit inside, centred on black: nothing cut away)."),
     sample_rate: int = typer.Option(_D.sample_rate, "--sample-rate",
                                     help="Audio sample rate (Hz) of the log-mel spectrograms."),
     n_fft: int = typer.Option(_D.n_fft, "--n-fft", help="Zero-padded FFT size (no mel filter may be empty)."),
@@ -60,7 +63,7 @@ def ingest(
         fail(f"--size must look like HxW (e.g. 128x171), not {size!r}")
     config = IngestConfig(
         frames=frames, fps=fps, clips_per_video=clips_per_video, height=height, width=width,
-        sample_rate=sample_rate, n_fft=n_fft, short=short, require_audio=require_audio,
+        sample_rate=sample_rate, n_fft=n_fft, short=short, require_audio=require_audio, fit=fit,
     )
 
     def show(summary) -> None:

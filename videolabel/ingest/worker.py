@@ -132,7 +132,7 @@ def process_video(source: Source, settings: Settings, info: MediaInfo | None = N
         video, real, pcm = decode_clips(
             source.path, settings.ffmpeg, info, starts, a_starts, frames=cfg.frames, fps=cfg.fps,
             height=cfg.height, width=cfg.width, audio_length=window_samples(cfg), sample_rate=cfg.sample_rate,
-            deadline=deadline, threads=settings.threads, seek=seek,
+            deadline=deadline, threads=settings.threads, seek=seek, fit=cfg.fit,
         )
         # a clip mostly beyond the decodable end (truncated file, video stream shorter than the
         # container) is dropped, unless it is the best there is

@@ -14,7 +14,9 @@ a second pipe (``pass_fds``), so the file is opened, demuxed and decoded once.
 * Video, per span: ``fps`` (constant rate, also for variable-frame-rate input) → ``select`` the
   frames of the clips (before scaling: only kept frames are scaled) → ``scale`` to cover the stored
   size (aspect and sample aspect ratio kept, huge inputs shrunk in ffmpeg) → centre ``crop`` →
-  ``format=rgb24`` (any pixel format); spans are concatenated to rawvideo with
+  ``format=rgb24`` (any pixel format); with ``fit="contain"`` instead: ``scale`` to fit inside the
+  stored size → ``format=rgb24`` → ``pad`` with black, centred (nothing cut away, e.g. of a portrait
+  video on a landscape store); spans are concatenated to rawvideo with
   ``-fps_mode passthrough`` (no duplicated frames). Rotation metadata is applied by ffmpeg's
   default autorotation; the scale plan uses the post-rotation size from the probe.
 * Audio, per span: ``aresample`` → ``aformat`` mono float → ``apad``/``atrim`` to the exact sample
@@ -81,20 +83,40 @@ def run_ffmpeg(args: list[str], timeout: float, what: str) -> bytes:
     return out.stdout
 
 
-def cover_size(info: MediaInfo, height: int, width: int) -> tuple[int, int]:
-    """Size (h, w) to scale to so that the frame covers ``height`` x ``width`` with its aspect kept."""
+def _display_aspect(info: MediaInfo) -> float | None:
+    """Width / height of the picture as shown (pixel aspect and rotation applied), or None if unknown."""
     w, h = info.width, info.height
     if not w or not h:
-        return height, width
+        return None
     sar = info.sar or 1.0
     rot = info.rotation % 180.0
     if abs(rot - 90.0) < 1.0:
         sar = 1.0 / sar  # the pixel aspect turns with the picture
-    aspect = (w * sar) / h  # display aspect ratio
+    return (w * sar) / h
+
+
+def cover_size(info: MediaInfo, height: int, width: int) -> tuple[int, int]:
+    """Size (h, w) to scale to so that the frame covers ``height`` x ``width`` with its aspect kept."""
+    aspect = _display_aspect(info)
+    if aspect is None:
+        return height, width
     if aspect >= width / height:
         sh, sw = height, max(width, int(round(height * aspect)))
     else:
         sh, sw = max(height, int(round(width / aspect))), width
+    return sh, sw
+
+
+def contain_size(info: MediaInfo, height: int, width: int) -> tuple[int, int]:
+    """Size (h, w) to scale to so that the frame fits inside ``height`` x ``width`` with its aspect kept
+    (at least 1 pixel a side); the rest of the stored frame is black."""
+    aspect = _display_aspect(info)
+    if aspect is None:
+        return height, width
+    if aspect >= width / height:
+        sh, sw = min(height, max(1, int(round(width / aspect)))), width
+    else:
+        sh, sw = height, min(width, max(1, int(round(height * aspect))))
     return sh, sw
 
 
@@ -129,10 +151,14 @@ class _Job:
     """Builds and runs one ffmpeg command over some spans (video and/or audio outputs)."""
 
     def __init__(self, path: str, ffmpeg: str, info: MediaInfo, *, fps: float, height: int, width: int,
-                 sample_rate: int, threads: int) -> None:
+                 sample_rate: int, threads: int, fit: str = "cover") -> None:
         self.path, self.ffmpeg, self.info = path, ffmpeg, info
         self.fps, self.height, self.width, self.sample_rate, self.threads = fps, height, width, sample_rate, threads
-        self.sh, self.sw = cover_size(info, height, width) if info.video_index is not None else (height, width)
+        if fit not in ("cover", "contain"):
+            raise ValueError(f"fit must be 'cover' or 'contain', got {fit!r}")
+        self.fit = fit
+        size = cover_size if fit == "cover" else contain_size
+        self.sh, self.sw = size(info, height, width) if info.video_index is not None else (height, width)
 
     def _video_chain(self, span: Span, inp):
         assert span.video is not None
@@ -141,8 +167,13 @@ class _Job:
         # lower rate gave "no frames decoded"); it only adds the frame a short clip would repeat anyway
         v = inp[str(self.info.video_index)].filter("fps", fps=f"{self.fps:g}", eof_action="pass")
         v = v.filter("select", expr)
-        v = v.filter("scale", self.sw, self.sh, flags=SCALE_FLAGS).filter("crop", self.width, self.height)
-        return v.filter("setsar", "1").filter("format", "rgb24")
+        v = v.filter("scale", self.sw, self.sh, flags=SCALE_FLAGS)
+        if self.fit == "cover":
+            return v.filter("crop", self.width, self.height).filter("setsar", "1").filter("format", "rgb24")
+        # contain: centred on black, padded in rgb24 (no chroma subsampling to round the offsets)
+        v = v.filter("setsar", "1").filter("format", "rgb24")
+        return v.filter("pad", self.width, self.height, (self.width - self.sw) // 2, (self.height - self.sh) // 2,
+                        color="black")
 
     def _audio_chain(self, span: Span, inp):
         n = span.audio_len
@@ -253,6 +284,7 @@ def decode_clips(
     deadline: Deadline,
     threads: int = 1,
     seek: bool = True,
+    fit: str = "cover",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Frames and audio of the clips with ONE ffmpeg process (video on stdout, audio on a 2nd pipe).
 
@@ -260,14 +292,17 @@ def decode_clips(
     audio window at ``sample_rate`` (may be negative). Returns ``(video uint8 [K, frames, H, W, 3],
     real int64 [K], pcm float32 [K, audio_length])`` - ``real[k]``: frames actually decoded for clip
     ``k`` (the rest repeat the last one); no audio stream gives silence. If the joint command fails,
-    frames and audio are decoded separately so that the error names the stream at fault.
+    frames and audio are decoded separately so that the error names the stream at fault. ``fit``: how a
+    frame of another aspect is fitted to ``height`` x ``width`` (``cover`` or ``contain``, see the module
+    docstring).
     """
     if info.video_index is None:
         raise MediaError("no video stream")
     path = os.fspath(path)
     with_audio = info.audio_index is not None
     spans = plan_spans(starts, frames, fps, audio_starts if with_audio else [], audio_length, sample_rate, seek)
-    job = _Job(path, ffmpeg, info, fps=fps, height=height, width=width, sample_rate=sample_rate, threads=threads)
+    job = _Job(path, ffmpeg, info, fps=fps, height=height, width=width, sample_rate=sample_rate, threads=threads,
+               fit=fit)
     try:
         decoded, pcm = job.run(spans, True, with_audio, deadline)
     except MediaError as exc:
@@ -314,12 +349,13 @@ def decode_frames(
     deadline: Deadline,
     threads: int = 1,
     seek: bool = True,
+    fit: str = "cover",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames only (see :func:`decode_clips`): ``(video uint8 [K, frames, H, W, 3], real [K])``."""
     video_only = dataclasses.replace(info, audio_index=None)
     video, real, _ = decode_clips(path, ffmpeg, video_only, starts, [], frames=frames, fps=fps, height=height,
                                   width=width, audio_length=0, sample_rate=16000, deadline=deadline,
-                                  threads=threads, seek=seek)
+                                  threads=threads, seek=seek, fit=fit)
     return video, real
 
 
