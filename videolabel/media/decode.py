@@ -41,6 +41,7 @@ from typing import Sequence, cast
 import ffmpeg as ffmpeg_python
 import numpy as np
 
+from videolabel.config import FITS
 from videolabel.media.probe import MediaError, MediaInfo, error_reason
 from videolabel.media.spans import Span, assemble_audio, assemble_video, plan_spans
 
@@ -154,8 +155,8 @@ class _Job:
                  sample_rate: int, threads: int, fit: str = "cover") -> None:
         self.path, self.ffmpeg, self.info = path, ffmpeg, info
         self.fps, self.height, self.width, self.sample_rate, self.threads = fps, height, width, sample_rate, threads
-        if fit not in ("cover", "contain"):
-            raise ValueError(f"fit must be 'cover' or 'contain', got {fit!r}")
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
         self.fit = fit
         size = cover_size if fit == "cover" else contain_size
         self.sh, self.sw = size(info, height, width) if info.video_index is not None else (height, width)
