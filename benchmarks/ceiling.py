@@ -90,19 +90,19 @@ def train_tower(cfg: Any, tower: str, train: dict[str, Any], y_train: np.ndarray
     from videolabel.data.augment import AudioAugment, VideoAugment
     from videolabel.models.batchnorm import recalibrate_batchnorm
     from videolabel.models.presets import get_preset
+    from videolabel.train.build import make_inputs
     from videolabel.train.schedule import learning_rate
 
     preset = get_preset(cfg.preset)
     torch.manual_seed(seed)
     model = Tower(preset, tower, n_classes)
+    inputs = make_inputs(preset, cfg, cuda=False)  # the augmentations a SeLaVi run of ``cfg`` trains with
+    aug_t: VideoAugment | AudioAugment
+    aug_e: VideoAugment | AudioAugment
     if tower == "video":
-        aug_t = VideoAugment(preset, train=True, color_jitter=cfg.color_jitter, norm=cfg.video_norm,
-                             flip_p=0.5 if cfg.flip else 0.0, view=cfg.video_view, gray=cfg.gray, invert_p=cfg.invert)
-        aug_e = VideoAugment(preset, train=False, norm=cfg.video_norm, view=cfg.video_view, gray=cfg.gray)
+        aug_t, aug_e = inputs.video_train, inputs.video_eval
     else:
-        aug_t = AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
-                             norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp)
-        aug_e = AudioAugment(preset, train=False, log_floor=cfg.log_floor, specaugment=False, norm=cfg.audio_norm)
+        aug_t, aug_e = inputs.audio_train, inputs.audio_eval
     key = "video" if tower == "video" else "audio"
     base_lr = cfg.lr * cfg.batch_size / 16.0
     if cfg.optimizer == "adamw":

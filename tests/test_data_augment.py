@@ -342,3 +342,57 @@ def test_audio_warp_moves_a_band_and_stretches_time():
     assert torch.equal(ev, AudioAugment("tiny", train=False)(a))
     with pytest.raises(ValueError):
         AudioAugment("tiny", train=True, warp=1.0)
+
+
+def test_gaussian_blur_matches_brute_force():
+    from videolabel.data.augment import gaussian_blur, gaussian_kernels
+
+    k = gaussian_kernels(torch.tensor([0.0, 1.0, 2.5]), 4)
+    torch.testing.assert_close(k.sum(dim=1), torch.ones(3))
+    assert torch.equal(k[0], torch.tensor([0, 0, 0, 0, 1.0, 0, 0, 0, 0]))  # sigma 0: the identity
+    t = torch.arange(-4, 5, dtype=torch.float64)
+    ref = torch.exp(-t**2 / (2 * 2.5**2))
+    torch.testing.assert_close(k[2].double(), ref / ref.sum(), rtol=0, atol=1e-6)
+    # each sample by its own sigma, edges replicated: the 2-D sum over the clamped neighbourhood
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 7, 9, generator=g)
+    sig = torch.tensor([0.0, 0.8, 1.7])
+    out = gaussian_blur(x, sig, 3)
+    kk = gaussian_kernels(sig, 3).double()
+    brute = torch.zeros(3, 2, 7, 9, dtype=torch.float64)
+    for b in range(3):
+        for i in range(7):
+            for j in range(9):
+                for di in range(-3, 4):
+                    for dj in range(-3, 4):
+                        w = kk[b, di + 3] * kk[b, dj + 3]
+                        brute[b, :, i, j] += w * x[b, :, min(max(i + di, 0), 6), min(max(j + dj, 0), 8)].double()
+    torch.testing.assert_close(out.double(), brute, rtol=0, atol=1e-5)
+    assert torch.equal(out[0], x[0])
+
+
+def test_blur_and_noise_train_only_seeded_and_off_by_default():
+    v = _video(16, 8, 64, 86)
+    kw = dict(train=True, norm="clip")
+    plain = VideoAugment(SMALL, **kw)(v, _gen(3))
+    assert torch.equal(VideoAugment(SMALL, blur=0.0, noise=0.0, **kw)(v, _gen(3)), plain)  # off: bit for bit
+    blurred = VideoAugment(SMALL, blur=2.0, **kw)(v, _gen(3))
+    assert torch.equal(VideoAugment(SMALL, blur=2.0, **kw)(v, _gen(3)), blurred)  # seeded
+    # the same crops (drawn first), smoothed: less energy in the pixel-to-pixel differences on average
+
+    def roughness(x: torch.Tensor) -> torch.Tensor:
+        return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3, 4))
+
+    assert float(roughness(blurred).mean()) < 0.8 * float(roughness(plain).mean())
+    torch.testing.assert_close(blurred.mean(dim=(1, 2, 3, 4)), plain.mean(dim=(1, 2, 3, 4)), rtol=0, atol=0.05)
+    noisy = VideoAugment(SMALL, noise=0.5, **kw)(v, _gen(3))
+    d = noisy - plain
+    sd = d.std(dim=(1, 2, 3, 4))  # per clip ~ U[0, 0.5]
+    assert float(sd.max()) <= 0.55 and float(sd.max()) > 0.2 and abs(float(d.mean())) < 0.05
+    # evaluation never blurs nor adds noise
+    ev = VideoAugment(SMALL, train=False, norm="clip", blur=2.0, noise=0.5)(v)
+    assert torch.equal(ev, VideoAugment(SMALL, train=False, norm="clip")(v))
+    with pytest.raises(ValueError):
+        VideoAugment(SMALL, train=True, blur=-1.0)
+    with pytest.raises(ValueError):
+        VideoAugment(SMALL, train=True, noise=-0.1)

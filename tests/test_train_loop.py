@@ -85,6 +85,13 @@ def test_config_file_and_flags(tmp_path):
         make_config(None, {"epochs": "many"})
     with pytest.raises(VideolabelError, match="num_clusters"):
         make_config(None, {"num_clusters": 1})
+    # the tiny recipe's nuisance augmentations, and their checks
+    tiny = make_config(None, {"preset": "tiny"})
+    assert (tiny.scale_jitter_max, tiny.blur, tiny.pixel_noise) == (64, 1.5, 0.5)
+    assert (TrainConfig().scale_jitter_max, TrainConfig().blur, TrainConfig().pixel_noise) == (0, 0.0, 0.0)
+    for bad in ({"scale_jitter_max": 40}, {"blur": -1}, {"pixel_noise": -0.5}):
+        with pytest.raises(VideolabelError, match=next(iter(bad))):
+            make_config(None, {"preset": "tiny", **bad})
 
 
 # ------------------------------------------------------------------ training on AV-Digits
@@ -92,8 +99,9 @@ def test_config_file_and_flags(tmp_path):
 def test_tiny_towers_learn_the_digits_from_true_labels(avdigits_cache):
     """The supervised ceiling (benchmarks/ceiling.py) in small: the tiny preset's video tower, trained on
     the true digits of 4 speakers with the preset's recipe (inputs, augmentations, optimiser), names the
-    digits of the 2 unseen speakers. Measured 0.63-0.78 over 3 seeds (chance 0.10; 27 videos); the bound
-    sits far from both, so the CPU's floating-point path cannot decide it."""
+    digits of the 2 unseen speakers. Measured 0.56-0.74 over 3 seeds at 30 epochs (chance 0.10; 27 videos;
+    0.30-0.41 at 15 epochs since the recipe blurs, adds noise and zooms: slower on the true labels of a tiny
+    set); the bound sits far from both, so the CPU's floating-point path cannot decide it."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("ceiling_bench", ROOT / "benchmarks" / "ceiling.py")
@@ -115,7 +123,7 @@ def test_tiny_towers_learn_the_digits_from_true_labels(avdigits_cache):
                 "vidx": torch.as_tensor(remap[vid[sel]]), "n_videos": int(mask.sum())}
 
     cfg = make_config(None, {"preset": "tiny"})
-    res = ceiling.train_tower(cfg, "video", subset(~held), y[~held], subset(held), y[held], 10, seed=0, epochs=15)
+    res = ceiling.train_tower(cfg, "video", subset(~held), y[~held], subset(held), y[held], 10, seed=0, epochs=30)
     assert res["heldout_acc"] > 0.4, res
 
 
@@ -133,7 +141,7 @@ def test_tiny_training_runs_end_to_end(avdigits_cache, tmp_path):
     distill = [r for r in records if r.get("event") == "distill"]
     assert len(distill) == 1 and 0.0 <= distill[0]["heads_fit"] <= 1.0 and "nmi_gt_head0" in distill[0]
     # the final labels are the distilled ones, and the saved heads reproduce most of them
-    assert distill[0]["heads_fit"] > 0.3  # measured 0.68-0.74 over seeds 0-2 (chance 0.1)
+    assert distill[0]["heads_fit"] > 0.3  # measured 0.63-0.77 over seeds 0-2 (chance 0.1)
     # run folder contents
     run = tmp_path / "run"
     for name in ("config.json", "run.json", "metrics.jsonl", "model-final.pt", "checkpoint-last.pt"):

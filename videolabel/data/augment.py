@@ -19,7 +19,13 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
      wide or tall frame is not cut away);
   4. ``/255``; train: brightness/contrast jitter; optional ``gray`` (luminance in all 3 channels);
      train: polarity reversal ``x -> 1 - x`` with probability ``invert_p``; then fixed or per-clip
-     z-normalisation; optional channels_last_3d memory format.
+     z-normalisation;
+  5. train: optional ``blur=S``: a separable Gaussian blur of each clip's frames, sigma ``~ U[0, S]``
+     model-input pixels per clip (:func:`gaussian_blur`); then optional ``noise=N``: i.i.d. Gaussian noise
+     of standard deviation ``~ U[0, N]`` per clip, in units of the normalised input. Together with a wide
+     ``scale_jitter`` they make the sharpness, the grain and the size of a source's pictures (its camera,
+     codec and frame size) vary within each video, so that they cannot carry its label (not in the paper);
+     optional channels_last_3d memory format.
 
 :class:`AudioAugment` -> ``float [B, 1, F', T']``:
   1. train: volume jitter, ``+ 2 log g``, ``g ~ U(volume)`` per clip (the waveform gain in the log
@@ -57,7 +63,8 @@ from torchvision.ops import roi_align
 
 from videolabel.models.presets import Preset, get_preset
 
-__all__ = ["AudioAugment", "VideoAugment", "temporal_indices", "warp_spectrogram"]
+__all__ = ["AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels", "temporal_indices",
+           "warp_spectrogram"]
 
 #: A generator for the batch, one generator per sample, or None (the global CPU generator).
 Randomness = torch.Generator | Sequence[torch.Generator] | None
@@ -97,6 +104,28 @@ def temporal_indices(
     return torch.floor(base + off).long().clamp_(0, stored - 1)
 
 
+def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernels ``[B, 2 * radius + 1]``, one per ``sigma [B]`` (pixels); a sigma of 0 is
+    the identity (a unit impulse). Pure."""
+    t = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
+    s = sigma.to(torch.float32).reshape(-1, 1)
+    k = torch.exp(-0.5 * (t.reshape(1, -1) / s.clamp(min=1e-6)) ** 2)
+    k = torch.where(s > 0, k, (t.reshape(1, -1) == 0).to(torch.float32))
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """Blur each sample of ``x [B, ..., H, W]`` by its own separable Gaussian of ``sigma [B]`` pixels,
+    truncated at ``radius`` pixels, edges replicated. Pure; a sigma of 0 returns the sample unchanged."""
+    B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+    per = x[0].numel() // (H * W)  # planes per sample
+    k = gaussian_kernels(sigma, radius).to(x.dtype).repeat_interleave(per, dim=0)  # [B * per, 2r + 1]
+    y = F.pad(x.reshape(1, B * per, H, W), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, k.reshape(B * per, 1, 1, -1), groups=B * per)  # along W
+    y = F.conv2d(y, k.reshape(B * per, 1, -1, 1), groups=B * per)  # along H
+    return y.reshape(x.shape)
+
+
 class VideoAugment:
     """``uint8 [B,T,H,W,3] -> float [B,3,T',crop,crop]`` (see the module docstring)."""
 
@@ -115,6 +144,8 @@ class VideoAugment:
         view: str = "square",
         gray: bool = False,
         invert_p: float = 0.0,
+        blur: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
         self.preset = get_preset(preset)
         self.train = bool(train)
@@ -151,6 +182,14 @@ class VideoAugment:
         self.invert_p = float(invert_p)
         if not 0.0 <= self.invert_p <= 1.0:
             raise ValueError(f"invert_p must be in [0, 1], got {invert_p}")
+        # training only: per clip, a Gaussian blur of sigma ~ U[0, blur] model-input pixels and additive noise
+        # of std ~ U[0, noise] (normalised units), so that a source's sharpness and grain do not identify it
+        self.blur = float(blur)
+        self.noise = float(noise)
+        if not 0.0 <= self.blur <= 8.0:
+            raise ValueError(f"blur must be in [0, 8], got {blur}")
+        if self.noise < 0.0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
 
     def __repr__(self) -> str:
         return (
@@ -248,6 +287,16 @@ class VideoAugment:
             mean = torch.tensor(self.mean, device=dev, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
             std = torch.tensor(self.std, device=dev, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
             out = (out - mean) / std
+
+        # 6. blur, then noise (train); drawn after everything above: old seeds unchanged when both are off
+        if self.train and (self.blur > 0 or self.noise > 0):
+            w = _rand((B, 2), generator, dev).to(torch.float32)
+            if self.blur > 0:
+                out = gaussian_blur(out, w[:, 0] * self.blur, max(1, math.ceil(2.5 * self.blur)))
+            if self.noise > 0:
+                z = _rand((B, Tn, 3, crop, crop), generator, dev).clamp_(1e-7, 1 - 1e-7)
+                z = (math.sqrt(2.0) * torch.erfinv(2.0 * z - 1.0)).to(out.dtype)  # standard normal
+                out = out + z * (w[:, 1] * self.noise).reshape(B, 1, 1, 1, 1)
         out = out.permute(0, 2, 1, 3, 4)  # [B,3,Tn,crop,crop]
         fmt = torch.channels_last_3d if self.channels_last else torch.contiguous_format
         return out.to(dtype=self.dtype).contiguous(memory_format=fmt)

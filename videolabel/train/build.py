@@ -77,10 +77,14 @@ class Inputs:
 
 def make_inputs(preset: Preset, cfg: TrainConfig, cuda: bool) -> Inputs:
     channels_last = cuda and cfg.channels_last
+    train_geometry = preset
+    if cfg.scale_jitter_max:  # a wider random size in training only; the evaluation inputs stay the preset's
+        train_geometry = preset.replace(scale_jitter=(preset.scale_jitter[0], cfg.scale_jitter_max))
     return Inputs(
-        video_train=VideoAugment(preset, train=True, channels_last=channels_last, color_jitter=cfg.color_jitter,
-                                 norm=cfg.video_norm, flip_p=0.5 if cfg.flip else 0.0, view=cfg.video_view,
-                                 gray=cfg.gray, invert_p=cfg.invert),
+        video_train=VideoAugment(train_geometry, train=True, channels_last=channels_last,
+                                 color_jitter=cfg.color_jitter, norm=cfg.video_norm, flip_p=0.5 if cfg.flip else 0.0,
+                                 view=cfg.video_view, gray=cfg.gray, invert_p=cfg.invert, blur=cfg.blur,
+                                 noise=cfg.pixel_noise),
         audio_train=AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
                                  norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp),
         video_eval=VideoAugment(preset, train=False, channels_last=channels_last, norm=cfg.video_norm,

@@ -84,6 +84,14 @@ class TrainConfig:
     video_view: str = "square"
     gray: bool = False  # frames as luminance only: ink and paper colours cannot carry a label (not in the paper)
     invert: float = 0.0  # probability of reversing a training clip's polarity, x -> 1 - x (not in the paper)
+    # training: the upper end of the short side's random size, in pixels (0: the preset's scale_jitter); a
+    # wider range zooms in further, so that the size of the subject in a source's frames varies within a video
+    scale_jitter_max: int = 0
+    # training: per clip, Gaussian blur of sigma ~ U[0, blur] model-input pixels, then noise of std ~ U[0,
+    # pixel_noise] in normalised units, so that a source's sharpness and grain (its camera, codec and frame
+    # size) cannot carry its label (not in the paper; docs/method.md "Nuisances of the file")
+    blur: float = 0.0
+    pixel_noise: float = 0.0
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
     specaugment: bool = True
@@ -141,6 +149,11 @@ class TrainConfig:
         need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
         need(self.video_view in ("square", "full"), "video_view must be square or full")
         need(0 <= self.invert <= 1, "invert must be in [0, 1]")
+        need(self.scale_jitter_max == 0 or self.scale_jitter_max >= PRESETS[self.preset].scale_jitter[0],
+             f"scale_jitter_max must be 0 (the preset's) or >= the preset's lower end, "
+             f"{PRESETS[self.preset].scale_jitter[0]}")
+        need(0 <= self.blur <= 8, "blur must be in [0, 8]")
+        need(self.pixel_noise >= 0, "pixel_noise must be >= 0")
         need(self.audio_norm in ("fixed", "sample"), "audio_norm must be fixed or sample")
         need(self.workers >= 0, "workers must be >= 0")
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
@@ -175,6 +188,10 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "video_view": "full",  # the whole frame: on square frames (AV-Digits) the same box, bit for bit
         "color_jitter": 0.4,
         "flip": False,
+        # the file's nuisances vary within a video (measured on a collection of mixed files, method.md)
+        "scale_jitter_max": 64,
+        "blur": 1.5,
+        "pixel_noise": 0.5,
         "align_proposals": 5000,
         "precise_bn_clips": 1024,
     },
