@@ -8,7 +8,8 @@ Input geometry (used by :mod:`videolabel.data.augment`):
 
 * ``video_frames`` frames are taken from the stored clip, evenly spaced (train: random offset).
 * Training: the short side is resized to ``s ~ U[scale_jitter]`` and a random
-  ``video_crop x video_crop`` square is cut. Evaluation: short side to ``video_short_side``, centre
+  ``video_crop x video_crop`` square is cut (a run's ``scale_jitter_max`` setting widens the upper end:
+  the ``tiny`` recipe zooms up to 64 / 48). Evaluation: short side to ``video_short_side``, centre
   crop. Equivalently a square box of ``short_stored * video_crop / s`` stored pixels is resampled to
   ``video_crop``: the box is a fraction of the stored frame, so a cache stored smaller than the
   preset's sizes is scaled relative to its own size (and upsampled).
