@@ -92,6 +92,16 @@ def test_config_file_and_flags(tmp_path):
     for bad in ({"scale_jitter_max": 40}, {"blur": -1}, {"pixel_noise": -0.5}):
         with pytest.raises(VideolabelError, match=next(iter(bad))):
             make_config(None, {"preset": "tiny", **bad})
+    # they reach the training inputs only; the evaluation inputs keep the preset's geometry
+    from videolabel.models import PRESETS
+    from videolabel.train.build import make_inputs
+
+    inp = make_inputs(PRESETS["tiny"], tiny, cuda=False)
+    assert inp.video_train.preset.scale_jitter == (48, 64) and inp.video_eval.preset.scale_jitter == (48, 54)
+    assert (inp.video_train.blur, inp.video_train.noise) == (1.5, 0.5)
+    assert (inp.video_eval.blur, inp.video_eval.noise) == (0.0, 0.0)
+    paper = make_inputs(PRESETS["paper"], make_config(None, {}), cuda=False)
+    assert paper.video_train.preset == PRESETS["paper"] and (paper.video_train.blur, paper.video_train.noise) == (0, 0)
 
 
 # ------------------------------------------------------------------ training on AV-Digits
