@@ -245,9 +245,7 @@ def prepare_split(name: str, speakers: list[str], args: argparse.Namespace, work
                   speakers=",".join(speakers), size=SIZE, fps=BUILD_FPS, seconds=SECONDS, seed=args.data_seed,
                   workers=max(1, min(2, os.cpu_count() or 1)), overwrite=True, reuse=reuse)
     icfg = IngestConfig(**INGEST)
-    # the default fit ("cover") is left out, as IngestConfig.hash() does: caches made before the field keep their names
-    ingest_key = {k: v for k, v in icfg.to_dict().items() if not (k == "fit" and v == "cover")}
-    cache_dir = work / "cache" / f"{name}-{short_hash([build_args, ingest_key])}"
+    cache_dir = work / "cache" / f"{name}-{short_hash([build_args, icfg.identity()])}"
     done = cache_dir.with_name(cache_dir.name + ".ingested.json")
     if not done.is_file():
         log(f"ingesting {name} -> {cache_dir}")

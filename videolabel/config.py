@@ -108,13 +108,17 @@ class IngestConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def hash(self) -> str:
-        """The config's short hash; ``fit="cover"`` is left out of it, so that a cache made before the field
-        existed keeps its hash (and the runs trained on it their match with it)."""
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify what a cache holds: :meth:`to_dict` without ``fit="cover"``, so that a
+        cache made before the field existed keeps its identity (and the runs trained on it their match)."""
         d = dataclasses.asdict(self)
         if d["fit"] == "cover":
             del d["fit"]
-        return _dict_hash(d)
+        return d
+
+    def hash(self) -> str:
+        """The config's short hash, of :meth:`identity`."""
+        return _dict_hash(self.identity())
 
 
 def _dict_hash(d: dict[str, Any]) -> str:
