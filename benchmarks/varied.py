@@ -270,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fit", default="cover", choices=("cover", "contain"),
                     help="ingest's --fit: cover (the default: scaled to cover the stored 4:3 frame, centre-cropped) "
                     "or contain (scaled to fit inside it, on black)")
-    ap.add_argument("--style", default="varied", choices=("varied", "plain"),
-                    help="the builder's look: varied (default) or plain (AV-Digits' grey look, other sound and files)")
+    ap.add_argument("--style", default="varied", choices=("varied", "plain", "lowres"),
+                    help="the builder's look: varied (default), plain (AV-Digits' grey look, other sound and files) or "
+                    "lowres (the plain look with low-resolution handwriting, 7-12 pixels a side)")
     args = ap.parse_args(argv)
     if args.epochs < 1:
         raise SystemExit("varied: --epochs must be >= 1")

@@ -235,3 +235,27 @@ def test_varied_build_decodes(avd, tmp_path):
     assert json.loads((out / "build.json").read_text())["style"] == "varied"
     with pytest.raises(avd.BuildError, match="style"):
         _build(avd, tmp_path / "bad", style="fancy")
+
+
+def test_lowres_style_blurs_the_handwriting_and_keeps_the_plain_look(avd):
+    """--style lowres: the plain grey look, the digit shrunk to a few pixels and blown up again, so its
+    strokes lose their detail; the same random draws as plain otherwise."""
+    digit = np.zeros((avd.CELL, avd.CELL), np.uint8)
+    digit[3:17, 9:11] = 255  # a thin "1", 2 pixels wide
+    sharp = np.concatenate(list(avd.render_frames(digit, 3, 64, 64, 10.0, np.random.default_rng(0))))
+    low = np.concatenate(list(avd.render_frames(digit, 3, 64, 64, 10.0, np.random.default_rng(0), low_res=7)))
+    assert low.shape == sharp.shape == (3, 64, 64)  # grey, as plain
+    assert np.array_equal(avd._blow_up(digit, 7).shape, digit.shape)
+    blown = avd._blow_up(digit, 7).astype(int)
+    assert blown.max() < 240 and (blown > 40).sum() > 1.5 * (digit > 40).sum()  # fainter and wider strokes
+    assert not np.array_equal(low, sharp)
+    # the background (the same draws) is untouched far from the digit
+    assert np.array_equal(low[:, :4, :4], sharp[:, :4, :4])
+
+
+def test_lowres_build_records_its_style(avd, tmp_path):
+    out = tmp_path / "lowres"
+    _build(avd, out, per_class=1, style="lowres", size=(48, 48))
+    assert len(_rows(out)) == 10
+    import json
+    assert json.loads((out / "build.json").read_text())["style"] == "lowres"

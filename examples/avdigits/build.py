@@ -250,7 +250,9 @@ def plan(
 # --- rendering ------------------------------------------------------------------------------
 
 
-STYLES = ("plain", "varied")
+STYLES = ("plain", "lowres", "varied")
+#: ``--style lowres``: the side, in pixels, the handwriting is shrunk to before it is blown up again
+LOW_RES = (7, 8, 10, 12)
 
 
 @dataclass(frozen=True)
@@ -323,13 +325,16 @@ def _background(style: Style, width: int, height: int, rng: np.random.Generator)
 
 
 def render_frames(digit: np.ndarray, n_frames: int, width: int, height: int, fps: float,
-                  rng: np.random.Generator, chunk: int = 16, style: Style | None = None):
+                  rng: np.random.Generator, chunk: int = 16, style: Style | None = None, low_res: int = 0):
     """Yield uint8 frames in chunks: the digit on a random smooth path. Grey [t, H, W] over gaussian
-    noise (``style`` None, the plain AV-Digits look), or RGB [t, H, W, 3] in the given ``style``."""
+    noise (``style`` None, the plain AV-Digits look), or RGB [t, H, W, 3] in the given ``style``.
+    ``low_res`` (plain look only): the handwriting shrunk to that many pixels a side and blown up again."""
     t_all = np.arange(n_frames, dtype=np.float64) / fps
     short = min(width, height)
     if style is not None and style.low_res:
         digit = _blow_up(digit, style.low_res)
+    elif style is None and low_res:
+        digit = _blow_up(digit, low_res)
     lo, hi = (0.40, 0.55) if style is None else style.scale
     s0 = rng.uniform(lo, hi) * short / CELL  # digit cell height -> 40-55 % of the frame (plain)
     s_amp, s_f, s_ph = rng.uniform(0.04, 0.10), rng.uniform(0.2, 0.8), rng.uniform(0, 2 * np.pi)
@@ -473,8 +478,9 @@ def encode_one(job: Job, digit: np.ndarray, st: Settings) -> dict:
     part = final.with_name(f".{final.name}.part")
     # the varied look has its own stream, so the plain build's draws (and bytes) do not change
     style = draw_style(np.random.default_rng([*job.seed, 1])) if st.style == "varied" else None
+    low_res = int(np.random.default_rng([*job.seed, 2]).choice(LOW_RES)) if st.style == "lowres" else 0
     audio, offset_s, dur_s = make_audio(job.recording.path, st.sample_rate, n_samples, rng, style)
-    frames = render_frames(digit, n_frames, st.width, st.height, st.fps, rng, style=style)
+    frames = render_frames(digit, n_frames, st.width, st.height, st.fps, rng, style=style, low_res=low_res)
     with tempfile.TemporaryDirectory(prefix="avdigits-") as tmp:
         cmd = [
             st.ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
@@ -716,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", type=int, default=1,
                    help="videos each recording may appear in, each with another image (default 1)")
     p.add_argument("--style", default="plain", choices=STYLES,
-                   help="plain: grey digit over grey noise, -80 dBFS floor (default); varied: per video a digit "
+                   help="plain: grey digit over grey noise, -80 dBFS floor (default); lowres: the plain look with "
+                   "the handwriting at 7-12 pixels a side, blown up (a low-resolution scan); varied: per video a digit "
                    "scale of 25-70 %%, low-resolution handwriting in half, coloured ink and backgrounds (flat, "
                    "noise, gradient, texture), speech from -30 to -1 dBFS over a -80 to -35 dBFS floor")
     p.add_argument("--speakers", help="comma list of speakers to use (default: all)")
