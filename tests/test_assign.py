@@ -127,12 +127,17 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     real = A.VideoAugment
 
     def spy(*args, **kw):
-        seen["degrade"] = kw.get("degrade")
+        seen.update(kw)
         return real(*args, **kw)
 
     monkeypatch.setattr(A, "VideoAugment", spy)
     assign(run, tmp_path / "d.parquet", options=AssignOptions(workers=0, degrade=8), device="cpu")
     assert seen["degrade"] == 8
+    # the picture settings of training reach inference: what the tower was trained to see
+    trained = json.loads((run / "config.json").read_text())
+    assert {k: seen[k] for k in ("norm", "view", "gray", "polarity")} == {
+        "norm": trained["video_norm"], "view": trained["video_view"], "gray": trained["gray"],
+        "polarity": trained["polarity"]}
     monkeypatch.undo()
     base = pd.read_parquet(assign(run, tmp_path / "b.parquet", options=AssignOptions(workers=0), device="cpu").out)
     deg = pd.read_parquet(tmp_path / "d.parquet")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -396,3 +397,56 @@ def test_blur_and_noise_train_only_seeded_and_off_by_default():
         VideoAugment(SMALL, train=True, blur=-1.0)
     with pytest.raises(ValueError):
         VideoAugment(SMALL, train=True, noise=-0.1)
+
+
+def test_luminance_skewness_matches_brute_force():
+    from scipy.stats import skew
+
+    from videolabel.data.augment import luminance_skewness
+
+    x = torch.rand(5, 3, 3, 6, 7, generator=_gen(1)) ** 3  # skewed to the right
+    x[1] = 1.0 - x[1]  # and one to the left
+    x[2] = 0.25  # flat: 0
+    lum = (0.299 * x[:, :, 0] + 0.587 * x[:, :, 1] + 0.114 * x[:, :, 2]).reshape(5, -1).double().numpy()
+    got = luminance_skewness(x)
+    assert got.shape == (5,) and float(got[2]) == 0.0
+    np.testing.assert_allclose(got[[0, 1, 3, 4]].numpy(), skew(lum[[0, 1, 3, 4]], axis=1), rtol=1e-4, atol=1e-5)
+    assert float(got[0]) > 0.5 and float(got[1]) < -0.5
+
+
+def _ink_on_paper(ink: tuple[int, int, int], paper: tuple[int, int, int], b=1, seed=0) -> torch.Tensor:
+    """A small bar of ``ink`` (a sixth of the frame) over ``paper`` with a little noise: uint8 [b,8,64,64,3]."""
+    g = _gen(seed)
+    v = torch.empty(b, 8, 64, 64, 3)
+    v[:] = torch.tensor(paper, dtype=torch.float32)
+    v[:, :, 16:48, 24:36] = torch.tensor(ink, dtype=torch.float32)
+    v += 6 * torch.randn(v.shape, generator=g)
+    return v.clamp(0, 255).round().to(torch.uint8)
+
+
+def test_skew_polarity_makes_dark_on_light_and_light_on_dark_alike():
+    light = _ink_on_paper((230, 230, 230), (30, 30, 30))
+    dark = 255 - light  # the same picture, reversed
+    for train in (False, True):
+        for norm in ("fixed", "clip"):
+            kw = dict(train=train, norm=norm, gray=True)
+            a = VideoAugment(SMALL, polarity="skew", **kw)(light, _gen(7))
+            b = VideoAugment(SMALL, polarity="skew", **kw)(dark, _gen(7))
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+            keep_a = VideoAugment(SMALL, **kw)(light, _gen(7))
+            keep_b = VideoAugment(SMALL, **kw)(dark, _gen(7))
+            torch.testing.assert_close(keep_a, a, rtol=0, atol=1e-5)  # already light on dark: unchanged
+            assert float((keep_a - keep_b).abs().mean()) > 0.5  # without it the two differ
+    # coloured ink and paper: only the luminance's skew decides, so red on yellow and yellow on red
+    # (the same luminance contrast, reversed) come out alike in gray
+    red_on_yellow = _ink_on_paper((200, 20, 20), (240, 220, 40))
+    yellow_on_red = _ink_on_paper((240, 220, 40), (200, 20, 20))
+    kw = dict(train=False, norm="clip", gray=True, polarity="skew")
+    a, b = VideoAugment(SMALL, **kw)(red_on_yellow), VideoAugment(SMALL, **kw)(yellow_on_red)
+    assert float((a - b).abs().mean()) < 0.1
+    # the default keeps the polarity, and bad values are refused
+    v = _video(2)
+    assert torch.equal(VideoAugment(SMALL, train=True)(v, _gen(1)),
+                       VideoAugment(SMALL, train=True, polarity="keep")(v, _gen(1)))
+    with pytest.raises(ValueError, match="polarity"):
+        VideoAugment(SMALL, train=False, polarity="invert")

@@ -102,6 +102,11 @@ def test_config_file_and_flags(tmp_path):
     assert (inp.video_eval.blur, inp.video_eval.noise) == (0.0, 0.0)
     paper = make_inputs(PRESETS["paper"], make_config(None, {}), cuda=False)
     assert paper.video_train.preset == PRESETS["paper"] and (paper.video_train.blur, paper.video_train.noise) == (0, 0)
+    # the polarity rule is part of what a picture is: training and inference alike
+    skew = make_inputs(PRESETS["tiny"], make_config(None, {"preset": "tiny", "polarity": "skew"}), cuda=False)
+    assert (skew.video_train.polarity, skew.video_eval.polarity) == ("skew", "skew")
+    with pytest.raises(VideolabelError, match="polarity"):
+        make_config(None, {"polarity": "flip"})
 
 
 # ------------------------------------------------------------------ training on AV-Digits

@@ -18,8 +18,10 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
      side: the whole stored frame is seen, squeezed to the square (an object near the edge of a
      wide or tall frame is not cut away);
   4. ``/255``; train: brightness/contrast jitter; optional ``gray`` (luminance in all 3 channels);
-     train: polarity reversal ``x -> 1 - x`` with probability ``invert_p``; then fixed or per-clip
-     z-normalisation;
+     optional ``polarity="skew"`` (train and eval): a clip whose luminance is negatively skewed is reversed,
+     ``x -> 1 - x``, so that a subject lighter or darker than its background comes out the same way
+     (:func:`luminance_skewness`); train: polarity reversal with probability ``invert_p``; then fixed or
+     per-clip z-normalisation;
   5. train: optional ``blur=S``: a separable Gaussian blur of each clip's frames, sigma ``~ U[0, S]``
      model-input pixels per clip (:func:`gaussian_blur`); then optional ``noise=N``: i.i.d. Gaussian noise
      of standard deviation ``~ U[0, N]`` per clip, in units of the normalised input. Together with a wide
@@ -63,8 +65,11 @@ from torchvision.ops import roi_align
 
 from videolabel.models.presets import Preset, get_preset
 
-__all__ = ["AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels", "temporal_indices",
-           "warp_spectrogram"]
+__all__ = ["POLARITIES", "AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels", "luminance_skewness",
+           "temporal_indices", "warp_spectrogram"]
+
+#: ``VideoAugment(polarity=...)``: keep the pictures' polarity, or set it by the sign of their skewness
+POLARITIES = ("keep", "skew")
 
 #: A generator for the batch, one generator per sample, or None (the global CPU generator).
 Randomness = torch.Generator | Sequence[torch.Generator] | None
@@ -114,6 +119,21 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
+def luminance_skewness(x: torch.Tensor) -> torch.Tensor:
+    """The skewness ``E[(l - mean)^3] / std^3`` of each clip's luminance ``l = 0.299 R + 0.587 G + 0.114 B``
+    (ITU-R BT.601) over all its frames and pixels; ``x [B, T, 3, H, W]`` -> ``[B]`` (float32). Pure.
+
+    A small subject over a plainer background makes a long tail on the subject's side: the skewness is
+    positive when the subject is lighter than the background, negative when it is darker, whatever the
+    colours. A flat clip (no variance) has skewness 0."""
+    w = torch.tensor((0.299, 0.587, 0.114), device=x.device, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
+    lum = (x.to(torch.float32) * w).sum(dim=2).reshape(x.shape[0], -1)
+    d = lum - lum.mean(dim=1, keepdim=True)
+    m2 = d.square().mean(dim=1)
+    m3 = d.pow(3).mean(dim=1)
+    return torch.where(m2 > 1e-12, m3 / m2.clamp(min=1e-12).pow(1.5), torch.zeros_like(m3))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int) -> torch.Tensor:
     """Blur each sample of ``x [B, ..., H, W]`` by its own separable Gaussian of ``sigma [B]`` pixels,
     truncated at ``radius`` pixels, edges replicated. Pure; a sigma of 0 returns the sample unchanged."""
@@ -146,6 +166,7 @@ class VideoAugment:
         invert_p: float = 0.0,
         blur: float = 0.0,
         noise: float = 0.0,
+        polarity: str = "keep",
     ) -> None:
         self.preset = get_preset(preset)
         self.train = bool(train)
@@ -182,6 +203,12 @@ class VideoAugment:
         self.invert_p = float(invert_p)
         if not 0.0 <= self.invert_p <= 1.0:
             raise ValueError(f"invert_p must be in [0, 1], got {invert_p}")
+        # "keep": the pictures' own polarity; "skew" (training and inference alike): a clip whose luminance is
+        # negatively skewed (its minority of pixels, the subject over a plainer background, darker than the
+        # rest) is reversed, so that dark ink on light paper and light ink on dark paper look the same
+        if polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+        self.polarity = polarity
         # training only: per clip, a Gaussian blur of sigma ~ U[0, blur] model-input pixels and additive noise
         # of std ~ U[0, noise] (normalised units), so that a source's sharpness and grain do not identify it
         self.blur = float(blur)
@@ -274,6 +301,9 @@ class VideoAugment:
         if self.gray:
             w = torch.tensor((0.299, 0.587, 0.114), device=dev, dtype=out.dtype).reshape(1, 1, 3, 1, 1)
             out = (out * w).sum(dim=2, keepdim=True).expand(B, Tn, 3, crop, crop)
+        if self.polarity == "skew":
+            rev = luminance_skewness(out) < 0
+            out = torch.where(rev.reshape(B, 1, 1, 1, 1), 1.0 - out, out)
         if self.train and self.invert_p > 0:
             f = _rand((B,), generator, dev).to(out.dtype) < self.invert_p  # drawn last: old seeds unchanged
             out = torch.where(f.reshape(B, 1, 1, 1, 1), 1.0 - out, out)

@@ -84,6 +84,9 @@ class TrainConfig:
     video_view: str = "square"
     gray: bool = False  # frames as luminance only: ink and paper colours cannot carry a label (not in the paper)
     invert: float = 0.0  # probability of reversing a training clip's polarity, x -> 1 - x (not in the paper)
+    # "keep", or "skew": in training and inference, a clip whose luminance is negatively skewed (a subject darker
+    # than its background) is reversed, so both polarities look the same to the tower (not in the paper)
+    polarity: str = "keep"
     # training: the upper end of the short side's random size, in pixels (0: the preset's scale_jitter); a
     # wider range zooms in further, so that the size of the subject in a source's frames varies within a video
     scale_jitter_max: int = 0
@@ -117,7 +120,8 @@ class TrainConfig:
             if not ok:
                 raise VideolabelError(f"bad train config: {msg}")
 
-        from videolabel.models.presets import PRESETS  # local: the config stays light (no torch) until checked
+        from videolabel.data.augment import POLARITIES  # local: the config stays light (no torch) until checked
+        from videolabel.models.presets import PRESETS
 
         need(self.preset in PRESETS, f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
         need(self.num_clusters >= 2, "num_clusters must be >= 2")
@@ -149,6 +153,7 @@ class TrainConfig:
         need(self.video_norm in ("fixed", "clip"), "video_norm must be fixed or clip")
         need(self.video_view in ("square", "full"), "video_view must be square or full")
         need(0 <= self.invert <= 1, "invert must be in [0, 1]")
+        need(self.polarity in POLARITIES, f"polarity must be one of {', '.join(POLARITIES)}")
         need(self.scale_jitter_max == 0 or self.scale_jitter_max >= PRESETS[self.preset].scale_jitter[0],
              f"scale_jitter_max must be 0 (the preset's) or >= the preset's lower end, "
              f"{PRESETS[self.preset].scale_jitter[0]}")
