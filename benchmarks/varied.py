@@ -97,7 +97,7 @@ def synthesise(out: Path, espeak: str) -> Path:
 
 
 def build_collection(work: Path, digits: str, data_seed: int, style: str = "varied",
-                     voices_per: str = "group") -> tuple[Path, Path]:
+                     voices_per: str = "group", sound: str | None = None) -> tuple[Path, Path]:
     """The five groups built into ``work/videos/gN/...``; returns (videos folder, labels.csv).
 
     ``voices_per="group"``: each group has its own four voices (a source with its own speakers);
@@ -118,7 +118,7 @@ def build_collection(work: Path, digits: str, data_seed: int, style: str = "vari
         out = work / "groups" / f"g{g}"
         log(f"building group {g}: {size} {fps:g} fps {seconds:g} s {codec}, voices {', '.join(speakers)}")
         mod.build(out, fsdd=voices, digits=digits, per_class=PER_CLASS, speakers=speakers, size=size, fps=fps,
-                  seconds=seconds, codec=codec, seed=data_seed + g, style=style,
+                  seconds=seconds, codec=codec, seed=data_seed + g, style=style, sound=sound,
                   workers=max(1, min(2, os.cpu_count() or 1)), overwrite=True)
         dest = videos / f"g{g}"
         if dest.exists():
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     mod = load_builder()
     digits = args.digits or str(mod.DEFAULT_DIGITS)
-    videos, labels = build_collection(work, digits, args.data_seed, args.style, args.voices)
+    videos, labels = build_collection(work, digits, args.data_seed, args.style, args.voices, args.sound)
     t_build = time.perf_counter() - t0
     tag = "" if args.fit == "cover" else f"-{args.fit}"  # the default ingest keeps the names it always had
     cache = work / f"cache{tag}"
@@ -223,7 +223,7 @@ def render(doc: dict[str, Any]) -> str:
         f"- Command: `{doc['command']}`",
         f"- Date: {doc['date']}; machine: {doc['machine']}; torch {doc['torch']}",
         f"- Collection: {doc['result']['n_videos']} videos, 10 digits; espeak-ng voices in {len(VOICES)} languages "
-        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style {doc.get('style', 'varied')}`; "
+        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style {doc.get('style', 'varied')}`{' --sound ' + doc['sound'] if doc.get('sound') else ''}; "
         + ("each group with its own four voices" if doc.get("voices", "group") == "group"
            else "every group drawing from all the voices") + "; groups: "
         + "; ".join(f"{s} {f:g} fps {t:g} s {c}" for s, f, t, c in GROUPS),
@@ -273,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--style", default="varied", choices=("varied", "plain", "lowres"),
                     help="the builder's look: varied (default), plain (AV-Digits' grey look, other sound and files) or "
                     "lowres (the plain look with low-resolution handwriting, 7-12 pixels a side)")
+    ap.add_argument("--sound", choices=("plain", "varied"),
+                    help="the builder's sound: plain (AV-Digits' levels, -80 dBFS floor) or varied (peaks -30 to -1 "
+                    "dBFS over a -80 to -35 dBFS floor); default: varied with --style varied, else plain")
     args = ap.parse_args(argv)
     if args.epochs < 1:
         raise SystemExit("varied: --epochs must be >= 1")
@@ -287,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
         "epochs": args.epochs,
         "style": args.style,
+        "sound": args.sound or ("varied" if args.style == "varied" else "plain"),
         "voices": args.voices,
         "fit": args.fit,
         "result": result,

@@ -253,9 +253,17 @@ def test_lowres_style_blurs_the_handwriting_and_keeps_the_plain_look(avd):
     assert np.array_equal(low[:, :4, :4], sharp[:, :4, :4])
 
 
-def test_lowres_build_records_its_style(avd, tmp_path):
+def test_lowres_build_records_its_style_and_sound(avd, tmp_path):
+    import json
+
     out = tmp_path / "lowres"
     _build(avd, out, per_class=1, style="lowres", size=(48, 48))
     assert len(_rows(out)) == 10
-    import json
-    assert json.loads((out / "build.json").read_text())["style"] == "lowres"
+    meta = json.loads((out / "build.json").read_text())
+    assert (meta["style"], meta["sound"]) == ("lowres", "plain")
+    # --sound varied: the same pictures, the varied levels and noise floors
+    noisy = tmp_path / "noisy"
+    _build(avd, noisy, per_class=1, style="lowres", sound="varied", size=(48, 48))
+    assert json.loads((noisy / "build.json").read_text())["sound"] == "varied"
+    with pytest.raises(avd.BuildError, match="sound"):
+        _build(avd, tmp_path / "bad", style="lowres", sound="loud")

@@ -253,6 +253,9 @@ def plan(
 STYLES = ("plain", "lowres", "varied")
 #: ``--style lowres``: the side, in pixels, the handwriting is shrunk to before it is blown up again
 LOW_RES = (7, 8, 10, 12)
+#: ``--sound``: plain (the recording at 0.35-0.9 of full scale over a -80 dBFS floor) or varied (peaks from -30 to
+#: -1 dBFS over a noise floor from -80 to -35 dBFS)
+SOUNDS = ("plain", "varied")
 
 
 @dataclass(frozen=True)
@@ -465,6 +468,7 @@ class Settings:
     sample_rate: int
     ffmpeg: str
     style: str = "plain"
+    sound: str = "plain"
 
 
 def encode_one(job: Job, digit: np.ndarray, st: Settings) -> dict:
@@ -477,9 +481,12 @@ def encode_one(job: Job, digit: np.ndarray, st: Settings) -> dict:
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(f".{final.name}.part")
     # the varied look has its own stream, so the plain build's draws (and bytes) do not change
-    style = draw_style(np.random.default_rng([*job.seed, 1])) if st.style == "varied" else None
+    drawn = draw_style(np.random.default_rng([*job.seed, 1]))
+    style = drawn if st.style == "varied" else None
     low_res = int(np.random.default_rng([*job.seed, 2]).choice(LOW_RES)) if st.style == "lowres" else 0
-    audio, offset_s, dur_s = make_audio(job.recording.path, st.sample_rate, n_samples, rng, style)
+    # the varied sound (level and noise floor) is the same draw as the varied look's, so a varied build is unchanged
+    audio, offset_s, dur_s = make_audio(job.recording.path, st.sample_rate, n_samples, rng,
+                                        drawn if st.sound == "varied" else None)
     frames = render_frames(digit, n_frames, st.width, st.height, st.fps, rng, style=style, low_res=low_res)
     with tempfile.TemporaryDirectory(prefix="avdigits-") as tmp:
         cmd = [
@@ -596,6 +603,7 @@ def build(
     print_summary: bool = False,
     reuse: int = 1,
     style: str = "plain",
+    sound: str | None = None,
 ) -> Summary:
     """Build the set into ``out``; see the module docstring. Returns a :class:`Summary`."""
     t0 = time.perf_counter()
@@ -614,6 +622,9 @@ def build(
         raise BuildError("--reuse must be at least 1")
     if style not in STYLES:
         raise BuildError(f"unknown --style {style!r}; choose from {', '.join(STYLES)}")
+    sound = sound or ("varied" if style == "varied" else "plain")
+    if sound not in SOUNDS:
+        raise BuildError(f"unknown --sound {sound!r}; choose from {', '.join(SOUNDS)}")
     if not (fps > 0 and seconds > 0):
         raise BuildError("--fps and --seconds must be positive")
     if sample_rate not in (8000, 12000, 16000, 24000, 48000) and audio_codec == "libopus":
@@ -656,7 +667,7 @@ def build(
     jobs = plan(recs, sheet, cols, per_class, seed, ext, reuse)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     st = Settings(str(videos), width, height, float(fps), float(seconds), codec, audio_codec,
-                  int(sample_rate), _find_ffmpeg(ffmpeg), style)
+                  int(sample_rate), _find_ffmpeg(ffmpeg), style, sound)
     tasks = [(j, digit_cell(sheet, cols, j.digit_image), st) for j in jobs]
     if sys.modules.get(__name__) is None:  # loaded by path without registering: cannot pickle
         workers = 1
@@ -685,6 +696,7 @@ def build(
         "per_class": per,
         "reuse": int(reuse),
         "style": style,
+        "sound": sound,
         "speakers": used_speakers,
         "takes": sorted({j.recording.take for j in jobs}),
         "size": [width, height],
@@ -726,6 +738,9 @@ def main(argv: list[str] | None = None) -> int:
                    "the handwriting at 7-12 pixels a side, blown up (a low-resolution scan); varied: per video a digit "
                    "scale of 25-70 %%, low-resolution handwriting in half, coloured ink and backgrounds (flat, "
                    "noise, gradient, texture), speech from -30 to -1 dBFS over a -80 to -35 dBFS floor")
+    p.add_argument("--sound", choices=SOUNDS,
+                   help="plain: peaks 0.35-0.9 of full scale over a -80 dBFS floor; varied: peaks from -30 to -1 dBFS "
+                   "over a -80 to -35 dBFS floor (default: varied for --style varied, else plain)")
     p.add_argument("--speakers", help="comma list of speakers to use (default: all)")
     p.add_argument("--exclude-speakers", help="comma list of speakers to leave out")
     p.add_argument("--takes", help="takes to use: a range, a list or both, e.g. 0-4 or 5-49 or 0,2,4")
@@ -749,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             exclude_speakers=a.exclude_speakers, takes=a.takes, size=a.size, fps=a.fps,
             seconds=a.seconds, codec=a.codec, audio_codec=a.audio_codec,
             sample_rate=a.sample_rate, seed=a.seed, workers=a.workers, ffmpeg=a.ffmpeg,
-            overwrite=a.overwrite, print_summary=True, reuse=a.reuse, style=a.style,
+            overwrite=a.overwrite, print_summary=True, reuse=a.reuse, style=a.style, sound=a.sound,
         )
     except BuildError as exc:
         print(f"build.py: error: {exc}", file=sys.stderr)
