@@ -130,7 +130,14 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
         seen.update(kw)
         return real(*args, **kw)
 
+    real_audio = A.AudioAugment
+
+    def spy_audio(*args, **kw):
+        seen["audio_level"] = kw.get("level")
+        return real_audio(*args, **kw)
+
     monkeypatch.setattr(A, "VideoAugment", spy)
+    monkeypatch.setattr(A, "AudioAugment", spy_audio)
     assign(run, tmp_path / "d.parquet", options=AssignOptions(workers=0, degrade=8), device="cpu")
     assert seen["degrade"] == 8
     # the picture settings of training reach inference: what the tower was trained to see
@@ -138,6 +145,7 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     assert {k: seen[k] for k in ("norm", "view", "gray", "polarity")} == {
         "norm": trained["video_norm"], "view": trained["video_view"], "gray": trained["gray"],
         "polarity": trained["polarity"]}
+    assert seen["audio_level"] == trained["audio_level"]
     monkeypatch.undo()
     base = pd.read_parquet(assign(run, tmp_path / "b.parquet", options=AssignOptions(workers=0), device="cpu").out)
     deg = pd.read_parquet(tmp_path / "d.parquet")

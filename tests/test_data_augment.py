@@ -450,3 +450,62 @@ def test_skew_polarity_makes_dark_on_light_and_light_on_dark_alike():
                        VideoAugment(SMALL, train=True, polarity="keep")(v, _gen(1)))
     with pytest.raises(ValueError, match="polarity"):
         VideoAugment(SMALL, train=False, polarity="invert")
+
+
+def _level_reference(x: np.ndarray, floor: float, peak=6.0, q=0.5) -> np.ndarray:
+    """level_and_noise_floor written out band by band in numpy (float64)."""
+    margin, empty = math.log(2.0), math.log(1e-6) + 0.01
+    out = np.empty_like(x, dtype=np.float64)
+    for b in range(x.shape[0]):
+        top = x[b].max()
+        sh = x[b] + (peak - top) if top > empty else x[b].astype(np.float64)
+        for f in range(x.shape[1]):
+            vals = sh[f][x[b, f] > empty]
+            c = floor if len(vals) == 0 else max(floor, float(np.quantile(vals, q)) + margin)
+            out[b, f] = np.logaddexp(sh[f], c) - c + floor
+    return out
+
+
+def test_level_and_noise_floor_matches_a_reference_and_removes_level_and_noise():
+    from videolabel.data.augment import level_and_noise_floor
+
+    g = _gen(3)
+    T, Fb = 60, 8
+    speech = torch.zeros(Fb, T)
+    speech[2:6, 20:32] = 6.0  # a word, 6 nats above the background, in 4 bands
+    noise = 0.3 * torch.randn(4, Fb, T, generator=g)
+    x = torch.stack([
+        speech + noise[0] - 2.0,  # background at -2
+        speech + noise[1] + 1.5,  # a louder background (and recording)
+        speech + noise[2] - 2.0,
+        torch.full((Fb, T), math.log(1e-6)),  # all silence: stays silent
+    ])
+    x[2, :, 40:] = math.log(1e-6)  # a third of it padding: left out of the background estimate
+    got = level_and_noise_floor(x, 0.0)
+    ref = _level_reference(x.numpy(), 0.0)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-4)
+    # a gain on the recording (a shift of every bin that holds sound; padding stays empty) changes nothing
+    louder = torch.where(x > math.log(1e-6) + 0.01, x + 4.0, x)
+    torch.testing.assert_close(level_and_noise_floor(louder, 0.0), got, rtol=0, atol=1e-4)
+    # the word reads the same over either background; the background and the padding read near the floor
+    word = (slice(2, 6), slice(22, 30))
+    assert abs(float(got[0][word].mean() - got[1][word].mean())) < 0.3
+    assert float(got[0][word].mean()) > 3.0
+    for b in range(3):
+        assert float(got[b][:, :15].abs().mean()) < 0.6
+    assert float(got[2][:, 40:].abs().max()) < 1e-3 and float(got[3].abs().max()) < 1e-3
+    # clean audio (background under the floor): the fixed floor after the level shift, exactly
+    clean = 2 * speech.unsqueeze(0) - 9.0 + 0.01 * torch.randn(1, Fb, T, generator=g)  # 12 nats above it
+    want = torch.logaddexp(clean + (6.0 - clean.max()), torch.tensor(0.0))
+    torch.testing.assert_close(level_and_noise_floor(clean, 0.0), want, rtol=0, atol=1e-6)
+
+
+def test_audio_level_auto_in_the_module():
+    a = _audio(6)
+    fixed = AudioAugment("tiny", train=False)(a)
+    assert torch.equal(AudioAugment("tiny", train=False, level="fixed")(a), fixed)  # the default: bit for bit
+    auto = AudioAugment("tiny", train=False, level="auto")
+    torch.testing.assert_close(auto(a + 3.0), auto(a), rtol=0, atol=2e-3)  # level-free (float16 input)
+    assert not torch.allclose(AudioAugment("tiny", train=False)(a + 3.0), fixed)
+    with pytest.raises(ValueError, match="level"):
+        AudioAugment("tiny", train=False, level="loud")

@@ -107,6 +107,11 @@ def test_config_file_and_flags(tmp_path):
     assert (skew.video_train.polarity, skew.video_eval.polarity) == ("skew", "skew")
     with pytest.raises(VideolabelError, match="polarity"):
         make_config(None, {"polarity": "flip"})
+    auto = make_inputs(PRESETS["tiny"], make_config(None, {"preset": "tiny", "audio_level": "auto"}), cuda=False)
+    assert (auto.audio_train.level, auto.audio_eval.level) == ("auto", "auto")
+    assert (inp.audio_train.level, inp.audio_eval.level) == ("fixed", "fixed")
+    with pytest.raises(VideolabelError, match="audio_level"):
+        make_config(None, {"audio_level": "loud"})
 
 
 # ------------------------------------------------------------------ training on AV-Digits

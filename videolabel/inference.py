@@ -114,7 +114,8 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     tc = run.train_config
     vaug = VideoAugment(preset, train=False, degrade=opts.degrade, channels_last=cuda, norm=tc.video_norm,
                         view=tc.video_view, gray=tc.gray, polarity=tc.polarity)
-    aaug = AudioAugment(preset, train=False, log_floor=tc.log_floor, specaugment=False, norm=tc.audio_norm)
+    aaug = AudioAugment(preset, train=False, log_floor=tc.log_floor, specaugment=False, norm=tc.audio_norm,
+                        level=tc.audio_level)
     vids = ds.videos.iloc[videos]
     clip_idx, owner = _pick_clips(vids["first_clip"].to_numpy(np.int64), vids["n_clips"].to_numpy(np.int64),
                                   opts.clips)

@@ -34,6 +34,8 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
      domain);
   2. floor: ``logaddexp(x, log(log_floor))`` turns stored ``log(mel + 1e-6)`` into
      ``log(mel + log_floor)`` (method.md "speaker shortcut"); ``log_floor <= 1e-6`` disables it;
+     with ``level="auto"`` (train and eval) each spectrogram's peak is moved to one level first and each
+     band's floor raised to its own background noise (:func:`level_and_noise_floor`);
   3. average-pool to ``preset.audio_mels x preset.audio_frames`` when the stored size differs;
   4. normalisation, ``norm``:
        * ``"fixed"`` (default): ``(x - log(floor)) / norm_scale`` with fixed constants, so silence
@@ -65,9 +67,11 @@ from torchvision.ops import roi_align
 
 from videolabel.models.presets import Preset, get_preset
 
-__all__ = ["POLARITIES", "AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels", "luminance_skewness",
-           "temporal_indices", "warp_spectrogram"]
+__all__ = ["LEVELS", "POLARITIES", "AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels",
+           "level_and_noise_floor", "luminance_skewness", "temporal_indices", "warp_spectrogram"]
 
+#: ``AudioAugment(level=...)``: the stored levels with a fixed floor, or each spectrogram's own level and noise floor
+LEVELS = ("fixed", "auto")
 #: ``VideoAugment(polarity=...)``: keep the pictures' polarity, or set it by the sign of their skewness
 POLARITIES = ("keep", "skew")
 
@@ -356,6 +360,36 @@ def warp_spectrogram(x: torch.Tensor, u: torch.Tensor, warp: float) -> torch.Ten
     return out.squeeze(1).to(x.dtype)
 
 
+#: ``level_and_noise_floor``: a band's floor sits this far (3 dB) above its background estimate
+NOISE_MARGIN = math.log(2.0)
+#: stored bins at or under this (``log(1e-6)``: padding, digital silence) hold no sound
+EMPTY_BIN = math.log(1e-6) + 0.01
+
+
+def level_and_noise_floor(x: torch.Tensor, floor: float, peak: float = 6.0, quantile: float = 0.5,
+                          margin: float = NOISE_MARGIN, empty: float = EMPTY_BIN) -> torch.Tensor:
+    """Automatic level and noise floor of log-mel spectrograms ``x [B, F, T]`` (``log(mel + 1e-6)``). Pure.
+
+    1. Level: each spectrogram is shifted so that its loudest bin sits at ``peak`` (a gain on the waveform:
+       the recording level no longer shows).
+    2. Noise floor: per band, the ``quantile`` of its level over the frames that hold sound (bins at the
+       stored epsilon, ``<= empty``, are padding or digital silence and are left out) estimates the steady
+       background; the band's floor is ``c = max(floor, that + margin)``, and the band becomes
+       ``logaddexp(x, c) - c + floor``: what lies under the background reads as silence (``floor``), the rest
+       as its level above the background. With clean audio (background under ``floor``) this is the fixed
+       floor of the paper's inputs, ``logaddexp(x, floor)``, after the level shift.
+    Not in the paper; ``docs/method.md``, "Level and noise"."""
+    xf = x.float()
+    top = xf.amax(dim=(1, 2), keepdim=True)
+    has = top > empty  # an all-silent spectrogram keeps its level
+    shifted = torch.where(has, xf + (peak - top), xf)
+    valid = xf > empty
+    bg = torch.nanquantile(torch.where(valid, shifted, torch.full_like(shifted, float("nan"))), quantile, dim=2,
+                           keepdim=True)  # [B, F, 1]; NaN where a band holds no sound at all
+    c = torch.clamp(torch.nan_to_num(bg + margin, nan=floor), min=floor)
+    return torch.logaddexp(shifted, c) - c + floor
+
+
 def _width(spec: float, size: int) -> int:
     return int(round(spec * size)) if spec < 1 else int(spec)
 
@@ -380,10 +414,17 @@ class AudioAugment:
         time_shift: float = 0.0,
         warp: float = 0.0,
         dtype: torch.dtype = torch.float32,
+        level: str = "fixed",
     ) -> None:
         self.preset = get_preset(preset)
         self.train = bool(train)
         self.log_floor = float(log_floor)
+        # "fixed": the stored levels (the floor at ``log_floor``); "auto": each spectrogram's peak moved to
+        # AUTO_PEAK and its floor raised, band by band, to its own noise level (:func:`level_and_noise_floor`),
+        # so that neither the recording level nor a steady background noise can tell videos apart
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        self.level = level
         self.volume = None if volume is None else (float(volume[0]), float(volume[1]))
         if self.volume is not None and not (0 < self.volume[0] <= self.volume[1]):
             raise ValueError(f"volume range must be positive and increasing, got {volume}")
@@ -446,7 +487,9 @@ class AudioAugment:
             x = torch.gather(x, 2, idx.reshape(B, 1, T).expand(B, x.shape[1], T))
 
         # 2. floor: log(mel + eps) -> log(mel + eps + floor)
-        if self.floor_enabled:
+        if self.level == "auto":
+            x = level_and_noise_floor(x, self.norm_center)
+        elif self.floor_enabled:
             x = torch.logaddexp(x, torch.tensor(math.log(self.log_floor), device=dev))
 
         # 3. model-side size

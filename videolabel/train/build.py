@@ -86,11 +86,12 @@ def make_inputs(preset: Preset, cfg: TrainConfig, cuda: bool) -> Inputs:
                                  view=cfg.video_view, gray=cfg.gray, invert_p=cfg.invert, blur=cfg.blur,
                                  noise=cfg.pixel_noise, polarity=cfg.polarity),
         audio_train=AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
-                                 norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp),
+                                 norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp,
+                                 level=cfg.audio_level),
         video_eval=VideoAugment(preset, train=False, channels_last=channels_last, norm=cfg.video_norm,
                                 view=cfg.video_view, gray=cfg.gray, polarity=cfg.polarity),
         audio_eval=AudioAugment(preset, train=False, log_floor=cfg.log_floor, specaugment=False,
-                                norm=cfg.audio_norm),
+                                norm=cfg.audio_norm, level=cfg.audio_level),
     )
 
 

@@ -76,6 +76,9 @@ class TrainConfig:
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
+    # "fixed": the recording's own level over the fixed floor; "auto": each spectrogram's peak set to one level and
+    # its floor raised, band by band, to its own background noise (training and inference; not in the paper)
+    audio_level: str = "fixed"
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
     flip: bool = True  # random horizontal flip of training clips (paper); off for content with a handedness
     color_jitter: float = 0.4  # brightness/contrast jitter of training clips (0 = paper: crop and flip only)
@@ -120,7 +123,7 @@ class TrainConfig:
             if not ok:
                 raise VideolabelError(f"bad train config: {msg}")
 
-        from videolabel.data.augment import POLARITIES  # local: the config stays light (no torch) until checked
+        from videolabel.data.augment import LEVELS, POLARITIES  # local: the config stays light (no torch) until checked
         from videolabel.models.presets import PRESETS
 
         need(self.preset in PRESETS, f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
@@ -154,6 +157,7 @@ class TrainConfig:
         need(self.video_view in ("square", "full"), "video_view must be square or full")
         need(0 <= self.invert <= 1, "invert must be in [0, 1]")
         need(self.polarity in POLARITIES, f"polarity must be one of {', '.join(POLARITIES)}")
+        need(self.audio_level in LEVELS, f"audio_level must be one of {', '.join(LEVELS)}")
         need(self.scale_jitter_max == 0 or self.scale_jitter_max >= PRESETS[self.preset].scale_jitter[0],
              f"scale_jitter_max must be 0 (the preset's) or >= the preset's lower end, "
              f"{PRESETS[self.preset].scale_jitter[0]}")
