@@ -223,7 +223,7 @@ def render(doc: dict[str, Any]) -> str:
         f"- Command: `{doc['command']}`",
         f"- Date: {doc['date']}; machine: {doc['machine']}; torch {doc['torch']}",
         f"- Collection: {doc['result']['n_videos']} videos, 10 digits; espeak-ng voices in {len(VOICES)} languages "
-        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style {doc.get('style', 'varied')}`{' --sound ' + doc['sound'] if doc.get('sound') else ''}; "
+        f"({', '.join(speaker_name(*v) for v in VOICES)}), 3 takes each; builder `--style {doc.get('style', 'varied')}{' --sound ' + doc['sound'] if doc.get('sound') else ''}`; "
         + ("each group with its own four voices" if doc.get("voices", "group") == "group"
            else "every group drawing from all the voices") + "; groups: "
         + "; ".join(f"{s} {f:g} fps {t:g} s {c}" for s, f, t, c in GROUPS),
