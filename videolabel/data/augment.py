@@ -378,7 +378,7 @@ def level_and_noise_floor(x: torch.Tensor, floor: float, peak: float = 6.0, quan
        ``logaddexp(x, c) - c + floor``: what lies under the background reads as silence (``floor``), the rest
        as its level above the background. With clean audio (background under ``floor``) this is the fixed
        floor of the paper's inputs, ``logaddexp(x, floor)``, after the level shift.
-    Not in the paper; ``docs/method.md``, "Level and noise"."""
+    Not in the paper; ``docs/method.md``, "Low-resolution handwriting, sound levels and colour"."""
     xf = x.float()
     top = xf.amax(dim=(1, 2), keepdim=True)
     has = top > empty  # an all-silent spectrogram keeps its level
@@ -419,8 +419,8 @@ class AudioAugment:
         self.preset = get_preset(preset)
         self.train = bool(train)
         self.log_floor = float(log_floor)
-        # "fixed": the stored levels (the floor at ``log_floor``); "auto": each spectrogram's peak moved to
-        # AUTO_PEAK and its floor raised, band by band, to its own noise level (:func:`level_and_noise_floor`),
+        # "fixed": the stored levels (the floor at ``log_floor``); "auto": each spectrogram's loudest bin moved to
+        # one level and its floor raised, band by band, to its own noise level (:func:`level_and_noise_floor`),
         # so that neither the recording level nor a steady background noise can tell videos apart
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
