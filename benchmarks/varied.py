@@ -25,10 +25,16 @@ Findings so far: ``benchmarks/RESULTS.md``, "A collection unlike AV-Digits". Not
 its own voices, so the group (file look) and the voices are shared by both streams, as a source is in a
 real collection: the cross-modal objective can agree on them instead of on the digit.
 
-Usage (2 CPU cores; the whole 3-seed command has not been run to the end yet)::
+Other looks and sounds: ``--style plain`` (AV-Digits' grey look), ``--style lowres`` (the plain look with the
+handwriting at 7-12 pixels a side: the collection the issue describes), ``--sound plain|varied`` (the level and
+noise-floor spread of the varied sound with any look); ``--voices collection`` lets every group draw from all
+20 voices.
+
+Usage (2 CPU cores; about 15-20 minutes of training per seed at 60 epochs)::
 
     apt-get install espeak-ng        # once
-    python benchmarks/varied.py --seeds 0 1 2 --out /tmp/varied --results benchmarks/results/varied.md
+    python benchmarks/varied.py --style lowres --voices collection --seeds 0 1 2 --out /tmp/varied \
+        --results benchmarks/results/varied.md
 """
 
 from __future__ import annotations
