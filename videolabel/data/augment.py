@@ -123,6 +123,13 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B`` of ``x [B, T, 3, H, W]`` -> ``[B, T, 1, H, W]``, in
+    ``x``'s dtype."""
+    w = torch.tensor((0.299, 0.587, 0.114), device=x.device, dtype=x.dtype).reshape(1, 1, 3, 1, 1)
+    return (x * w).sum(dim=2, keepdim=True)
+
+
 def luminance_skewness(x: torch.Tensor) -> torch.Tensor:
     """The skewness ``E[(l - mean)^3] / std^3`` of each clip's luminance ``l = 0.299 R + 0.587 G + 0.114 B``
     (ITU-R BT.601) over all its frames and pixels; ``x [B, T, 3, H, W]`` -> ``[B]`` (float32). Pure.
@@ -130,8 +137,7 @@ def luminance_skewness(x: torch.Tensor) -> torch.Tensor:
     A small subject over a plainer background makes a long tail on the subject's side: the skewness is
     positive when the subject is lighter than the background, negative when it is darker, whatever the
     colours. A flat clip (no variance) has skewness 0."""
-    w = torch.tensor((0.299, 0.587, 0.114), device=x.device, dtype=torch.float32).reshape(1, 1, 3, 1, 1)
-    lum = (x.to(torch.float32) * w).sum(dim=2).reshape(x.shape[0], -1)
+    lum = _luminance(x.to(torch.float32)).reshape(x.shape[0], -1)
     d = lum - lum.mean(dim=1, keepdim=True)
     m2 = d.square().mean(dim=1)
     m3 = d.pow(3).mean(dim=1)
@@ -303,8 +309,7 @@ class VideoAugment:
             out = ((out - m) * contrast + m) * bright
 
         if self.gray:
-            w = torch.tensor((0.299, 0.587, 0.114), device=dev, dtype=out.dtype).reshape(1, 1, 3, 1, 1)
-            out = (out * w).sum(dim=2, keepdim=True).expand(B, Tn, 3, crop, crop)
+            out = _luminance(out).expand(B, Tn, 3, crop, crop)
         if self.polarity == "skew":
             rev = luminance_skewness(out) < 0
             out = torch.where(rev.reshape(B, 1, 1, 1, 1), 1.0 - out, out)
