@@ -38,7 +38,7 @@ test: install
 # ruff (pyflakes, pycodestyle, bugbear, isort, pydocstyle) and mypy, configured in pyproject.toml
 lint: install
 	$(PY) -m pip install -q -c constraints.txt ruff mypy
-	$(PY) -m ruff check videolabel tests
+	$(PY) -m ruff check videolabel tests benchmarks examples docs
 	$(PY) -m mypy
 
 # What the GPU machine cannot make (no ffmpeg there): an AV-Digits cache ingested here, packed into

@@ -26,9 +26,9 @@ from _synthetic import make_synthetic_cache  # noqa: E402
 from train import machine, sync  # noqa: E402
 
 from videolabel.assign import AssignOptions  # noqa: E402
-from videolabel.inference import RunModel, infer  # noqa: E402
 from videolabel.config import IngestConfig  # noqa: E402
 from videolabel.data.dataset import ShardDataset  # noqa: E402
+from videolabel.inference import RunModel, infer  # noqa: E402
 from videolabel.models import build_model  # noqa: E402
 from videolabel.train.config import make_config  # noqa: E402
 

@@ -679,7 +679,7 @@ def draw_fig2(result: dict[str, Any], path: Path) -> None:
         d.rectangle([x0, top, x1, bottom], outline="black", width=1)
         d.text(((x0 + x1) // 2, top - 8), SPLIT_TITLE[split], fill="black", font=f_axis, anchor="mb")
 
-        def X(v: int) -> float:
+        def X(v: int, x0: int = x0) -> float:
             t = (math.log2(v) - xs_log[0]) / (xs_log[-1] - xs_log[0])
             return x0 + 25 + t * (panel_w - 50)
 

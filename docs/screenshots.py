@@ -45,7 +45,8 @@ def _report_of_demo(demo: Path) -> Path:
 
     if not (demo / "run").is_dir():
         raise SystemExit(f"{demo}/run not found: run `make demo` first")
-    vl("assign", demo / "run", "--out", demo / "selavi.parquet", "--workers", "0", "--features", demo / "features.parquet")
+    vl("assign", demo / "run", "--out", demo / "selavi.parquet", "--workers", "0",
+       "--features", demo / "features.parquet")
     vl("report", demo / "selavi.parquet", "--cache", demo / "cache", "--out", demo / "report", "--gt",
        demo / "avdigits" / "labels.csv", "--features", demo / "features.parquet", "--source-root",
        demo / "avdigits" / "videos")
@@ -72,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         b.eval("document.fonts.ready.then(function(){ return 1; })")
         # the index with its two purest clusters named in the form, after their majority label
         rows = b.eval("""(function(){
-            var ths = Array.prototype.map.call(document.querySelectorAll('#clusters th'), function(t){ return t.textContent; });
+            var ths = Array.prototype.map.call(document.querySelectorAll('#clusters th'),
+                                               function(t){ return t.textContent; });
             var lab = ths.indexOf('majority label'), pur = ths.indexOf('purity');
             return Array.prototype.map.call(document.querySelectorAll('#clusters tbody tr'), function(r){
               return [r.querySelector('input.name').getAttribute('data-cluster'),
-                      lab < 0 ? '' : r.cells[lab].textContent, pur < 0 ? 0 : parseFloat(r.cells[pur].textContent) || 0]; });
+                      lab < 0 ? '' : r.cells[lab].textContent,
+                      pur < 0 ? 0 : parseFloat(r.cells[pur].textContent) || 0]; });
         })()""")
         rows.sort(key=lambda r: -r[2])
         for k, (c, label, _) in enumerate(rows[:2]):
