@@ -198,6 +198,16 @@ def test_specaugment_masks():
     assert band.any(1).float().mean() > 0.5 and frame.any(1).float().mean() > 0.5
     frac = m.float().mean().item()
     assert 0.05 < frac < 0.45
+    # one mask per axis: at most one band and one span, each of <= 1/8, always a contiguous run
+    one = AudioAugment("tiny", train=True, volume=None, norm="none", mask_value=-99.0, freq_masks=1, time_masks=1)
+    m1 = one(a, _gen(1))[:, 0] == -99.0
+    band1, frame1 = m1.all(dim=2), m1.all(dim=1)
+    assert torch.equal(m1, band1[:, :, None] | frame1[:, None, :])
+    assert (band1.sum(1) <= 8).all() and (frame1.sum(1) <= 12).all()
+    for row in [*band1, *frame1]:
+        idx = row.nonzero().flatten()
+        assert len(idx) == 0 or int(idx[-1] - idx[0]) + 1 == len(idx)
+    assert m1.float().mean().item() < frac
     # widths of zero are allowed: with no masks nothing changes
     nomask = AudioAugment("tiny", train=True, volume=None, norm="none", freq_masks=0, time_masks=0)(a, _gen(1))
     assert not (nomask == -99.0).any()

@@ -112,6 +112,13 @@ def test_config_file_and_flags(tmp_path):
     assert (inp.audio_train.level, inp.audio_eval.level) == ("fixed", "fixed")
     with pytest.raises(VideolabelError, match="audio_level"):
         make_config(None, {"audio_level": "loud"})
+    # SpecAugment's masks per axis reach the training spectrograms only
+    one = make_inputs(PRESETS["tiny"], make_config(None, {"preset": "tiny", "spec_masks": "1"}), cuda=False)
+    assert (one.audio_train.freq_masks, one.audio_train.time_masks, one.audio_train.specaugment) == (1, 1, True)
+    assert not one.audio_eval.specaugment
+    assert (paper.audio_train.freq_masks, paper.audio_train.time_masks) == (2, 2)
+    with pytest.raises(VideolabelError, match="spec_masks"):
+        make_config(None, {"spec_masks": -1})
 
 
 # ------------------------------------------------------------------ training on AV-Digits

@@ -86,6 +86,7 @@ def make_inputs(preset: Preset, cfg: TrainConfig, cuda: bool) -> Inputs:
                                  view=cfg.video_view, gray=cfg.gray, invert_p=cfg.invert, blur=cfg.blur,
                                  noise=cfg.pixel_noise, polarity=cfg.polarity),
         audio_train=AudioAugment(preset, train=True, log_floor=cfg.log_floor, specaugment=cfg.specaugment,
+                                 freq_masks=cfg.spec_masks, time_masks=cfg.spec_masks,
                                  norm=cfg.audio_norm, time_shift=cfg.audio_shift, warp=cfg.audio_warp,
                                  level=cfg.audio_level),
         video_eval=VideoAugment(preset, train=False, channels_last=channels_last, norm=cfg.video_norm,

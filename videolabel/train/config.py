@@ -101,6 +101,8 @@ class TrainConfig:
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
     specaugment: bool = True
+    # training: SpecAugment's masks per axis (frequency bands and time spans, each up to 1/8 of its axis)
+    spec_masks: int = 2
     audio_warp: float = 0.0  # training spectrograms' frequency and time stretched by U[1 -/+ w] (not in the paper)
     eval_batch_size: int = 64
     workers: int = 4  # loader processes per training process
@@ -164,6 +166,7 @@ class TrainConfig:
         need(0 <= self.blur <= 8, "blur must be in [0, 8]")
         need(self.pixel_noise >= 0, "pixel_noise must be >= 0")
         need(self.audio_norm in ("fixed", "sample"), "audio_norm must be fixed or sample")
+        need(0 <= self.spec_masks <= 8, "spec_masks must be in [0, 8]")
         need(self.workers >= 0, "workers must be >= 0")
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
         need(self.checkpoint_every >= 1, "checkpoint_every must be >= 1")
