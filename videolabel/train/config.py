@@ -204,6 +204,9 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "scale_jitter_max": 64,
         "blur": 1.5,
         "pixel_noise": 0.5,
+        # one SpecAugment mask per axis, not two: the sound tower learns more in few steps, the self-labels
+        # hold (method.md, "One SpecAugment mask per axis")
+        "spec_masks": 1,
         "align_proposals": 5000,
         "precise_bn_clips": 1024,
     },
