@@ -86,3 +86,18 @@ def test_progress_modes_are_one_list() -> None:
         TrainConfig(progress="bars").validate()
     with pytest.raises(VideolabelError, match="unknown preset"):
         TrainConfig(preset="huge").validate()
+
+
+def test_resume_compares_a_setting_the_run_predates_at_its_default() -> None:
+    """A run saved before a setting existed trained at the setting's dataclass default (the behaviour of
+    then): resuming it under another value is refused, under the default it goes on."""
+    from videolabel.train.config import diff_configs, make_config
+
+    tiny = make_config(None, {"preset": "tiny"})
+    saved = {k: v for k, v in tiny.to_dict().items() if k != "spec_masks"}  # a tiny run of before spec_masks
+    assert diff_configs(saved, tiny) == ["spec_masks: run has 2, asked 1 (the default then)"]
+    assert diff_configs(saved, make_config(None, {"preset": "tiny", "spec_masks": 2})) == []
+    assert diff_configs(tiny.to_dict(), tiny) == []
+    state = {"train_config": saved, "ingest_hash": "i", "videos_hash": "v", "n_videos": 2, "world_size": 1}
+    with pytest.raises(VideolabelError, match="spec_masks: run has 2, asked 1"):
+        check_resumable(state, tiny, ingest_hash="i", videos_hash="v", videos=2, world_size=1)

@@ -280,11 +280,18 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def diff_configs(old: dict[str, Any], new: TrainConfig) -> list[str]:
-    """Settings that differ between a saved run and a new request, ignoring runtime-only ones."""
+    """Settings that differ between a saved run and a new request, ignoring runtime-only ones.
+
+    A setting the saved run lacks was added after it was trained, with a dataclass default that keeps the
+    behaviour of before: the run is compared as having that default (a ``tiny`` run saved before
+    ``spec_masks`` trained with 2 masks, and resuming it under the recipe's 1 is refused).
+    """
     out = []
+    defaults = TrainConfig().to_dict()
     for key, value in new.to_dict().items():
         if key in RUNTIME_FIELDS:
             continue
-        if key in old and old[key] != value:
-            out.append(f"{key}: run has {old[key]!r}, asked {value!r}")
+        had = old.get(key, defaults[key])
+        if had != value:
+            out.append(f"{key}: run has {had!r}, asked {value!r}" + ("" if key in old else " (the default then)"))
     return out
