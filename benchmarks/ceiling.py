@@ -7,8 +7,9 @@ each tower of a preset (the product's encoder, one of the product's clustering h
 with cross-entropy against the ground-truth labels of a training cache, for a fixed number of epochs
 (one clip per video per epoch, batches of the config's size: ``epochs x ceil(videos / 32)`` steps at
 the tiny recipe's batch of 32; ``make demo`` trains 12 epochs of 600 videos, 228 steps), and reports its
-accuracy on a held-out cache (other speakers) with the inference inputs of ``videolabel assign`` (clip logits averaged per video, BatchNorm statistics
-recomputed at the final weights over the training clips, as training does at its end).
+accuracy on a held-out cache (other speakers) with the inference inputs of ``videolabel assign`` (clip
+logits averaged per video, BatchNorm statistics recomputed at the final weights over the training clips,
+as training does at its end).
 
 Everything that shapes what the tower sees comes from the library: :func:`make_config` (the preset's
 defaults, ``--config``, ``--set``), :func:`build_video_encoder` / :func:`build_audio_encoder`,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from videolabel.errors import VideolabelError
-from videolabel.train.config import TrainConfig
+from videolabel.train.config import TrainConfig, diff_configs, make_config
 from videolabel.train.rundir import RunFolder, check_resumable, hash_ids
 from videolabel.train.signals import StopFlag
 
@@ -91,8 +91,6 @@ def test_progress_modes_are_one_list() -> None:
 def test_resume_compares_a_setting_the_run_predates_at_its_default() -> None:
     """A run saved before a setting existed trained at the setting's dataclass default (the behaviour of
     then): resuming it under another value is refused, under the default it goes on."""
-    from videolabel.train.config import diff_configs, make_config
-
     tiny = make_config(None, {"preset": "tiny"})
     saved = {k: v for k, v in tiny.to_dict().items() if k != "spec_masks"}  # a tiny run of before spec_masks
     one = make_config(None, {"preset": "tiny", "spec_masks": 1})
