@@ -34,3 +34,26 @@ def test_a_worker_that_keeps_dying_fails_only_its_video(video_set, tmp_path, mon
     assert bad["status"] == "failed" and "worker died" in bad["error"]
     assert (manifest.drop(index=bad.name)["status"] == "ok").all()
     assert summary.failed == 1
+
+
+def test_decoding_in_the_driver_runs_one_blas_thread(video_set, tmp_path, monkeypatch):
+    """With one worker the driver decodes itself: its BLAS must not keep one busy-waiting thread per core
+    (as the pool's workers do not), and gets its threads back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+
+    def spy(source, settings, info=None):
+        seen.append(blas_threads())
+        return process_video(source, settings, info)
+
+    before = blas_threads()
+    monkeypatch.setattr(driver, "process_video", spy)
+    cfg = IngestConfig(frames=4, fps=4.0, height=32, width=32, clips_per_video=1)
+    summary = run_ingest(video_set(2), tmp_path / "cache", cfg, workers=1, progress="none")
+    assert summary.ingested == 2 and len(seen) == 2
+    assert all(n == 1 for threads in seen for n in threads) and seen[0]
+    assert blas_threads() == before

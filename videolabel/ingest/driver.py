@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from threadpoolctl import threadpool_limits
+
 from videolabel.config import IngestConfig
 from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
@@ -162,8 +164,12 @@ class _Decoder:
 
     def _results(self, todo: list[Source], probes: ProbeAhead) -> Iterable[VideoResult]:
         if self.pool is None:
-            for s in todo:
-                yield process_video(s, self.settings, probes.take(s))
+            # one BLAS thread while this process decodes (as in a worker, see single_threaded_blas): with
+            # one per core, the idle ones busy-wait after every log-mel product, 100 ms of CPU per 2 s
+            # video, on the cores ffmpeg decodes with (AMD EPYC, 2026-12-07); restored afterwards
+            with threadpool_limits(limits=1, user_api="blas"):
+                for s in todo:
+                    yield process_video(s, self.settings, probes.take(s))
             return
         queue = deque((s, 1) for s in todo)
         running: dict[cf.Future[VideoResult], tuple[Source, int]] = {}
