@@ -183,3 +183,14 @@ def test_leftovers_are_cleaned_unless_their_part_is_running(tmp_path) -> None:
         holder.wait()
     run_ingest(src, out, IngestConfig(), workers=1, progress="none")
     assert not live.exists()
+
+
+def test_fresh_cache_reads_its_records_without_pandas(tmp_path) -> None:
+    """pyarrow imports pandas with the first table a process builds (0.4 s): a fresh cache must not pay
+    that before its first video is decoded (the driver warms it in a thread meanwhile)."""
+    code = ("import sys; from pathlib import Path; from videolabel.ingest.manifest import read_records; "
+            f"t = read_records(Path({str(tmp_path)!r})); "
+            "assert t.num_rows == 0 and t.column_names[:2] == ['video_id', 'path'], t.schema; "
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -13,6 +13,7 @@ from videolabel.media.probe import (
     parse_probe_output,
     probe,
     probe_many,
+    probe_many_command,
     split_probe_output,
 )
 
@@ -193,6 +194,24 @@ def test_probe_ahead_hands_out_what_probe_says(mixed) -> None:
             assert info is None, p.name  # its worker probes it and gives the reason
         else:  # the files after an unreadable one are batched again
             assert info == probe(p, FFMPEG), p.name
+
+
+def test_probe_ahead_first_batch_is_its_own_size(mixed, monkeypatch) -> None:
+    readable = [p for p in mixed if p.name not in {"text.mp4", "missing.mp4"}][:5]
+    sizes: list[int] = []
+    real = probe_many_command
+
+    def spy(ffmpeg, paths):
+        sizes.append(len(paths))
+        return real(ffmpeg, paths)
+
+    monkeypatch.setattr("videolabel.ingest.probeahead.probe_many_command", spy)
+    sources = _sources(readable)
+    ahead = ProbeAhead(FFMPEG, sources, batch=3, ahead=8, first=1)
+    got = [ahead.take(s) for s in sources]
+    ahead.close()
+    assert sizes == [1, 3, 1]  # the first decode waits for one probe, the rest come three at a time
+    assert got == [probe(p, FFMPEG) for p in readable]
 
 
 def test_probe_ahead_past_its_time_hands_out_nothing(mixed) -> None:

@@ -15,6 +15,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from videolabel.ingest import manifest as mf
 from videolabel.ingest.discover import Source, discover, parse_part, select_part
 from videolabel.ingest.probeahead import ProbeAhead
 from videolabel.ingest.progress import make_reporter
-from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards
+from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards, warm_table_path
 from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
 from videolabel.media.binary import ffmpeg_version, find_ffmpeg
 
@@ -140,13 +141,24 @@ class _Decoder:
         self.workers = workers
         self.pool: cf.ProcessPoolExecutor | None = None
         self.ctx = _mp_context() if workers > 1 else None
+        self._warm: threading.Thread | None = None
 
     def start(self) -> None:
         """Create the pool and its processes now (before any progress thread exists)."""
         if self.workers > 1:
             self.pool = self._new_pool()
 
+    def _start_warming(self) -> None:
+        """Let a thread warm the writer's table path (:func:`~videolabel.ingest.shards.warm_table_path`)
+        while the first videos decode; started once they are submitted, so that it does not hold the
+        GIL while the first probes and submissions need it."""
+        if self._warm is None:
+            self._warm = threading.Thread(target=warm_table_path, name="videolabel-warm-tables", daemon=True)
+            self._warm.start()
+
     def _new_pool(self) -> cf.ProcessPoolExecutor:
+        if self._warm is not None:  # no fork while that thread may hold an import lock
+            self._warm.join()
         pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx, initializer=init_worker)
         try:
             pool.submit(noop).result(timeout=120)
@@ -156,7 +168,8 @@ class _Decoder:
         return pool
 
     def results(self, todo: list[Source]) -> Iterable[VideoResult]:
-        probes = ProbeAhead(self.settings.ffmpeg, todo, timeout=min(self.settings.timeout, 60.0))
+        probes = ProbeAhead(self.settings.ffmpeg, todo, timeout=min(self.settings.timeout, 60.0),
+                            first=self.workers)
         try:
             yield from self._results(todo, probes)
         finally:
@@ -169,7 +182,9 @@ class _Decoder:
             # video, on the cores ffmpeg decodes with (AMD EPYC, 2026-12-07); restored afterwards
             with threadpool_limits(limits=1, user_api="blas"):
                 for s in todo:
-                    yield process_video(s, self.settings, probes.take(s))
+                    info = probes.take(s)
+                    self._start_warming()
+                    yield process_video(s, self.settings, info)
             return
         queue = deque((s, 1) for s in todo)
         running: dict[cf.Future[VideoResult], tuple[Source, int]] = {}
@@ -191,6 +206,7 @@ class _Decoder:
                     if suspect:
                         break
                 if running:
+                    self._start_warming()
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for fut in done:
                         s, attempt = running.pop(fut)

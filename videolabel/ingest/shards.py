@@ -87,9 +87,20 @@ def parse_name(filename: str) -> tuple[str, tuple[int, int]] | None:
 
 
 def records_table(rows: list[dict[str, Any]], schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
+    """``rows`` (dicts keyed by column name; a missing key is null) as a table of ``schema``."""
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     arrays = {name: pa.array(values, type=schema.field(name).type) for name, values in cols.items()}
     return pa.table(arrays, schema=schema)
+
+
+def warm_table_path() -> None:
+    """Build one empty records table: the first table a process builds makes pyarrow import pandas
+    (0.4 s of CPU, AMD EPYC, 2026-12-07), which the driver lets a thread pay while the workers decode
+    instead of the writer paying it when it commits (:class:`videolabel.ingest.driver._Decoder`)."""
+    try:
+        records_table([])
+    except Exception:  # noqa: BLE001 - the writer meets the same error and reports it
+        pass
 
 
 # --- .npy written as a stream ---------------------------------------------------------------------
