@@ -113,10 +113,10 @@ def test_config_file_and_flags(tmp_path):
     with pytest.raises(VideolabelError, match="audio_level"):
         make_config(None, {"audio_level": "loud"})
     # SpecAugment's masks per axis reach the training spectrograms only
-    assert (inp.audio_train.freq_masks, inp.audio_train.time_masks, inp.audio_train.specaugment) == (2, 2, True)
+    assert (inp.audio_train.freq_masks, inp.audio_train.time_masks, inp.audio_train.specaugment) == (1, 1, True)
     assert not inp.audio_eval.specaugment
-    one = make_inputs(PRESETS["tiny"], make_config(None, {"preset": "tiny", "spec_masks": "1"}), cuda=False)
-    assert (one.audio_train.freq_masks, one.audio_train.time_masks) == (1, 1)
+    two = make_inputs(PRESETS["tiny"], make_config(None, {"preset": "tiny", "spec_masks": "2"}), cuda=False)
+    assert (two.audio_train.freq_masks, two.audio_train.time_masks) == (2, 2)
     assert (paper.audio_train.freq_masks, paper.audio_train.time_masks) == (2, 2)
     with pytest.raises(VideolabelError, match="spec_masks"):
         make_config(None, {"spec_masks": -1})

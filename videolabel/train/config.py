@@ -101,8 +101,7 @@ class TrainConfig:
     video_norm: str = "fixed"  # "fixed" (0.45/0.225, paper) or "clip" (each clip standardised)
     audio_norm: str = "fixed"  # "fixed" ((x - log floor) / 4) or "sample" (each spectrogram standardised)
     specaugment: bool = True
-    # training: SpecAugment's masks per axis (frequency bands and time spans, each up to 1/8 of its axis); 1 lifts
-    # the sound tower's supervised ceiling, not the self-labels (method.md, "One SpecAugment mask per axis")
+    # training: SpecAugment's masks per axis (frequency bands and time spans, each up to 1/8 of its axis)
     spec_masks: int = 2
     audio_warp: float = 0.0  # training spectrograms' frequency and time stretched by U[1 -/+ w] (not in the paper)
     eval_batch_size: int = 64
@@ -205,6 +204,9 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "scale_jitter_max": 64,
         "blur": 1.5,
         "pixel_noise": 0.5,
+        # one SpecAugment mask per axis, not two: the sound tower learns more in few steps, the self-labels
+        # hold (method.md, "One SpecAugment mask per axis")
+        "spec_masks": 1,
         "align_proposals": 5000,
         "precise_bn_clips": 1024,
     },
@@ -281,8 +283,8 @@ def diff_configs(old: dict[str, Any], new: TrainConfig) -> list[str]:
     """Settings that differ between a saved run and a new request, ignoring runtime-only ones.
 
     A setting the saved run lacks was added after it was trained, with a dataclass default that keeps the
-    behaviour of before: the run is compared as having that default (a run saved before ``spec_masks``
-    trained with 2 masks, and resuming it with ``spec_masks=1`` is refused).
+    behaviour of before: the run is compared as having that default (a ``tiny`` run saved before
+    ``spec_masks`` trained with 2 masks, and resuming it under the recipe's 1 is refused).
     """
     out = []
     defaults = TrainConfig().to_dict()
