@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from threadpoolctl import threadpool_limits
-
 from videolabel.config import IngestConfig
 from videolabel.errors import TooManyFailuresError, VideolabelError
 from videolabel.ingest import manifest as mf
@@ -31,7 +29,15 @@ from videolabel.ingest.discover import Source, discover, parse_part, select_part
 from videolabel.ingest.probeahead import ProbeAhead
 from videolabel.ingest.progress import make_reporter
 from videolabel.ingest.shards import FAILURES, SHARDS, ShardWriter, check_shard, committed_shards, warm_table_path
-from videolabel.ingest.worker import Settings, VideoResult, failed_result, init_worker, noop, process_video
+from videolabel.ingest.worker import (
+    Settings,
+    VideoResult,
+    failed_result,
+    init_worker,
+    noop,
+    process_video,
+    single_threaded_blas,
+)
 from videolabel.media.binary import ffmpeg_version, find_ffmpeg
 
 DEFAULT_TIMEOUT = 600.0
@@ -177,10 +183,9 @@ class _Decoder:
 
     def _results(self, todo: list[Source], probes: ProbeAhead) -> Iterable[VideoResult]:
         if self.pool is None:
-            # one BLAS thread while this process decodes (as in a worker, see single_threaded_blas): with
-            # one per core, the idle ones busy-wait after every log-mel product, 100 ms of CPU per 2 s
-            # video, on the cores ffmpeg decodes with (AMD EPYC, 2026-12-07); restored afterwards
-            with threadpool_limits(limits=1, user_api="blas"):
+            # one BLAS thread while this process decodes, as in a worker (their idle BLAS threads busy-wait
+            # on the cores ffmpeg decodes with: 100 ms of CPU per 2 s video, AMD EPYC, 2026-12-07)
+            with single_threaded_blas():
                 for s in todo:
                     info = probes.take(s)
                     self._start_warming()

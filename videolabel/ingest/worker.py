@@ -190,8 +190,9 @@ def init_worker() -> None:
     single_threaded_blas()
 
 
-def single_threaded_blas() -> None:
-    """One BLAS thread in this process, whatever numpy's BLAS was loaded with.
+def single_threaded_blas() -> Any:
+    """One BLAS thread in this process, whatever numpy's BLAS was loaded with; as a context manager
+    (``with single_threaded_blas():``) the threads of before come back at its end.
 
     The environment variables above only reach libraries loaded after them; a forked worker inherits
     numpy's BLAS as the parent loaded it (one thread per core). Its threads then busy-wait after every
@@ -201,7 +202,7 @@ def single_threaded_blas() -> None:
     """
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def noop() -> None:
