@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = ShardDataset(cache)
         cfg = make_config(None, {"preset": args.preset, "num_clusters": args.clusters, "num_heads": args.heads})
         model = build_model(args.preset, num_clusters=args.clusters, num_heads=args.heads).to(dev).eval()
-        if dev.type == "cuda":
+        if cfg.channels_last:  # as `load_run` holds a trained run's weights (videolabel.inference)
             model.to_channels_last()
         run = RunModel(model=model, train_config=cfg, ingest_config=icfg.to_dict(), ingest_hash=icfg.hash(),
                        checkpoint=Path("none"), checkpoint_sha1="", run_id="bench", cache=str(cache))
