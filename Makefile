@@ -6,8 +6,8 @@ PIP    := $(VENV)/bin/pip
 DEMO   ?= demo
 # demo size: videos per digit of the embedded AV-Digits subset (each of its 30 recordings per digit
 # appears in up to REUSE videos, each time with another handwritten image), training epochs, and label
-# solves over them (the tiny preset's 40 are for 30 epochs; at 12 epochs 20 label as well in less time:
-# benchmarks/RESULTS.md, "make demo")
+# solves over them (the tiny preset's 40 are its recipe for 30 epochs; at 12 epochs 20 solves give labels
+# as good in three quarters of the training time: benchmarks/RESULTS.md, "make demo: 20 label solves")
 PER_CLASS ?= 60
 REUSE     ?= 2
 EPOCHS    ?= 12
