@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from videolabel.assign_options import AssignOptions
 from videolabel.data.augment import AudioAugment, VideoAugment
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.levels import apply_levels, levels_for
 from videolabel.data.loader import ListBatches, make_loader
 from videolabel.errors import VideolabelError, first_line
 from videolabel.loudness import FLOOR_DB, full_scale_power, peak_level_db
@@ -127,6 +128,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     counts = torch.zeros(n, device=device)
     level = torch.full((n,), FLOOR_DB, device=device)
     reference, log_eps = full_scale_power(ds.config), float(ds.config.log_eps)
+    levels = levels_for(ds, tc.audio_level, tc.log_floor, device)  # None unless the run levels each video
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     pos = 0
@@ -136,6 +138,9 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
         m = video.shape[0]
         who = torch.as_tensor(owner[pos : pos + m], device=device)
         pos += m
+        level.scatter_reduce_(0, who, peak_level_db(audio, reference, log_eps), reduce="amax")  # as recorded
+        if levels is not None:
+            audio = apply_levels(audio, levels, batch["video_index"])
         with autocast:
             fv = model.encode_video(vaug(video))
             fa = model.encode_audio(aaug(audio))
@@ -153,7 +158,6 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
                 acc = sums[key] = torch.zeros(shape, device=device)
             acc.index_add_(dim, who, val)
         counts.index_add_(0, who, torch.ones(m, device=device))
-        level.scatter_reduce_(0, who, peak_level_db(audio, reference, log_eps), reduce="amax")
     c = counts.clamp_min(1.0)
     res = {k: cast(torch.Tensor, sums[k]) / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
     res["audio_db"] = level

@@ -35,7 +35,9 @@ Input contract (the cache reader, moved to the device): video ``uint8 [B, T, H, 
   2. floor: ``logaddexp(x, log(log_floor))`` turns stored ``log(mel + 1e-6)`` into
      ``log(mel + log_floor)`` (method.md "speaker shortcut"); ``log_floor <= 1e-6`` disables it;
      with ``level="auto"`` (train and eval) each spectrogram's peak is moved to one level first and each
-     band's floor raised to its own background noise (:func:`level_and_noise_floor`);
+     band's floor raised to its own background noise (:func:`level_and_noise_floor`); ``level="video"`` (one gain
+     for the collection, each video's floor raised to its background) is applied before this class
+     (:mod:`videolabel.data.levels`), and is the fixed floor here;
   3. average-pool to ``preset.audio_mels x preset.audio_frames`` when the stored size differs;
   4. normalisation, ``norm``:
        * ``"fixed"`` (default): ``(x - log(floor)) / norm_scale`` with fixed constants, so silence
@@ -71,7 +73,7 @@ __all__ = ["LEVELS", "POLARITIES", "AudioAugment", "VideoAugment", "gaussian_blu
            "level_and_noise_floor", "luminance_skewness", "temporal_indices", "warp_spectrogram"]
 
 #: ``AudioAugment(level=...)``: the stored levels with a fixed floor, or each spectrogram's own level and noise floor
-LEVELS = ("fixed", "auto")
+LEVELS = ("fixed", "auto", "video")
 #: ``VideoAugment(polarity=...)``: keep the pictures' polarity, or set it by the sign of their skewness
 POLARITIES = ("keep", "skew")
 
@@ -426,7 +428,8 @@ class AudioAugment:
         self.log_floor = float(log_floor)
         # "fixed": the stored levels (the floor at ``log_floor``); "auto": each spectrogram's loudest bin moved to
         # one level and its floor raised, band by band, to its own noise level (:func:`level_and_noise_floor`),
-        # so that neither the recording level nor a steady background noise can tell videos apart
+        # so that neither the recording level nor a steady background noise can tell videos apart; "video": one gain for
+        # the collection and each video's floor from all its clips, applied before this class (data/levels.py)
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
         self.level = level

@@ -217,6 +217,17 @@ class ShardDataset(torch.utils.data.Dataset):
             "clip": torch.from_numpy(self.clip_in_video[idx]),
         }
 
+    def read_audio(self, indices: Sequence[int]) -> torch.Tensor:
+        """The stored sound of these clips, ``float16 [n, n_mels, mel_frames]`` (a copy, in the given order)."""
+        idx = self._indices(indices)
+        c = self.config
+        out = np.empty((len(idx), c.n_mels, c.mel_frames), np.float16)
+        shards = self.clip_shard[idx]
+        for s in np.unique(shards).tolist():
+            where = np.flatnonzero(shards == s)
+            out[where] = self._map(int(s))[1][self.clip_row[idx[where]]]
+        return torch.from_numpy(out)
+
     @staticmethod
     def collate(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """``collate_fn`` for DataLoader: passes a ``__getitems__`` batch through; stacks a list."""

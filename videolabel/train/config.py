@@ -77,7 +77,10 @@ class TrainConfig:
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
     # "fixed": the recording's own level over the fixed floor; "auto": each spectrogram's peak set to one level and
-    # its floor raised, band by band, to its own background noise (training and inference; not in the paper)
+    # its floor raised, band by band, to its own background noise; "video": one gain that brings a quietly (or
+    # loudly) recorded collection to the usual level, and each video's floor raised to its own background, from
+    # all its clips; a collection at a usual level over quiet backgrounds is left exactly as it is (training and
+    # inference; not in the paper; videolabel/data/levels.py)
     audio_level: str = "fixed"
     audio_shift: float = 0.0  # circular time shift of training spectrograms, fraction of frames (0 = paper)
     flip: bool = True  # random horizontal flip of training clips (paper); off for content with a handedness

@@ -22,6 +22,7 @@ import torch
 import videolabel
 from videolabel.cluster.schedule import clustering_schedule
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.levels import levels_for
 from videolabel.data.loader import StepBatches, make_loader
 from videolabel.errors import VideolabelError, first_line
 from videolabel.models import build_model
@@ -116,7 +117,8 @@ class Trainer:
         if cfg.channels_last:  # also on the CPU: the tiny towers' label passes ran 1.7-2.4x faster (oneDNN)
             self.model.to_channels_last()
         self.inputs = make_inputs(self.model.preset, cfg, self.cuda)
-        self.passes = Passes(cfg, self.model, self.ds, self.inputs, self.info, self.first_clip, self.n_clips)
+        levels = levels_for(self.ds, cfg.audio_level, cfg.log_floor, self.dev)  # None unless audio_level=video
+        self.passes = Passes(cfg, self.model, self.ds, self.inputs, self.info, self.first_clip, self.n_clips, levels)
         self.optimizer = make_optimizer(self.model, cfg, self.base_lr)
         self.labels = torch.zeros(cfg.num_heads, self.n, dtype=torch.int64)
         self.prior_masses = draw_prior(cfg)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from videolabel.data.dataset import ShardDataset
+from videolabel.data.levels import apply_levels
 from videolabel.data.loader import ListBatches, make_loader, pick_clip
 from videolabel.models.batchnorm import recalibrate_batchnorm
 from videolabel.models.selavi import SeLaVi
@@ -40,6 +41,7 @@ class Passes:
     info: DistInfo
     first_clip: np.ndarray  # [N] first clip of each video
     n_clips: np.ndarray  # [N] clips of each video
+    levels: torch.Tensor | None = None  # [N, n_mels] per-video sound offsets (audio_level="video"), else None
 
     @property
     def n(self) -> int:
@@ -56,10 +58,14 @@ class Passes:
         return make_loader(self.ds, ListBatches(clips, batch_size), self.cfg.workers, self.cuda, self.cfg.prefetch)
 
     def to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(video, audio) on the device (non-blocking on CUDA) and the clips' video indices (int64, CPU)."""
+        """(video, audio) on the device (non-blocking on CUDA) and the clips' video indices (int64, CPU); the
+        audio levelled by its video's offsets when the run has them (:mod:`videolabel.data.levels`)."""
         dev, nb = self.info.device, self.cuda
-        return (batch["video"].to(dev, non_blocking=nb), batch["audio"].to(dev, non_blocking=nb),
-                batch["video_index"].to(torch.int64))
+        audio = batch["audio"].to(dev, non_blocking=nb)
+        vidx = batch["video_index"].to(torch.int64)
+        if self.levels is not None:
+            audio = apply_levels(audio, self.levels, vidx)
+        return batch["video"].to(dev, non_blocking=nb), audio, vidx
 
     def clips_for(self, videos: np.ndarray, seed: int) -> np.ndarray:
         """One clip of each of ``videos``, drawn from ``seed`` (a draw per video of the whole cache)."""

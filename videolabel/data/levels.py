@@ -1,0 +1,190 @@
+"""Sound level and noise floor for ``audio_level="video"``: one gain for the collection, one floor per band and video.
+
+A collection's recordings come at any level and over any background: a camera with a low microphone gain, a
+phone held far away, a fan, a street. Under the fixed spectrogram floor of the paper's inputs (``log(mel +
+1)``, :class:`~videolabel.data.augment.AudioAugment`), a quietly recorded collection sinks under the floor, and a
+loud background covers the spectrogram (``docs/method.md``, "Quiet recordings and loud backgrounds").
+
+``audio_level="video"`` (training and inference, not in the paper) levels the stored spectrograms before the
+augmentation:
+
+1. **the collection's gain** (:func:`collection_gain`): one gain for every video of the cache, which moves the
+   median of the videos' loudest bins (:func:`video_peaks`) to :data:`LEVEL_PEAK` (where AV-Digits' recordings
+   sit), unless it is already within :data:`LEVEL_TOLERANCE` of it. Each video keeps its level relative to the
+   others;
+2. **each video's noise floor** (:func:`video_level_offsets`): per band, the ``quantile`` of the video's
+   levels (all its clips, after the gain) over the frames that hold sound estimates its steady background,
+   and the band's floor is raised to that plus ``margin`` (3 dB) where it is above the fixed floor: what lies
+   under the background reads as silence.
+
+A collection recorded at a usual level over backgrounds under the fixed floor (AV-Digits, the development sets
+with plain sound) is left exactly as it is. Moving every *video's* loudest bin to one level instead (as the
+per-spectrogram ``audio_level="auto"`` does, :func:`~videolabel.data.augment.level_and_noise_floor`) cost
+clean sound about 10 NMI; the collection's gain does not touch it.
+
+The result is an offset per video and band, ``o[v, b] = g - c_{v,b} + f`` (:func:`video_level_table`, two
+passes over the cache's sound when a run starts or labels a cache: the gain is that cache's), added to each
+clip's stored ``log(mel + 1e-6)`` on the device before the augmentation (:func:`apply_levels`); the fixed floor
+``logaddexp(x, f)`` of the augmentation then applies the raised floor:
+``logaddexp(x + g - c_b + f, f) = logaddexp(x + g, c_b) - c_b + f``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from videolabel.data.augment import EMPTY_BIN, NOISE_MARGIN
+
+if TYPE_CHECKING:
+    from videolabel.data.dataset import ShardDataset
+
+__all__ = ["LEVEL_PEAK", "LEVEL_TOLERANCE", "MAX_CLIPS", "apply_levels", "collection_gain", "levels_for",
+           "video_level_offsets", "video_level_table", "video_peaks"]
+
+#: the level ``audio_level="video"`` moves a collection's typical recording to: its median video's loudest bin,
+#: 6 nats (26 dB) above the fixed floor ``log(1)``, where AV-Digits' recordings (peaks at -9 to -1 dBFS) sit
+LEVEL_PEAK = 6.0
+#: a collection whose median video peaks within this many nats (4.3 dB) of :data:`LEVEL_PEAK` keeps its level
+LEVEL_TOLERANCE = 1.0
+
+
+def video_peaks(logmel: torch.Tensor, counts: torch.Tensor, empty: float = EMPTY_BIN) -> torch.Tensor:
+    """``[V]`` float32: each video's loudest stored bin over its clips (``logmel [N, F, T]``, each video's
+    ``counts[v]`` clips consecutive); ``-inf`` for a video that holds no sound (every bin at or under ``empty``).
+    Pure."""
+    counts = counts.to(torch.int64).to(logmel.device)
+    if int(counts.sum()) != logmel.shape[0]:
+        raise ValueError(f"counts sum to {int(counts.sum())}, but logmel holds {logmel.shape[0]} spectrograms")
+    per_clip = logmel.float().amax(dim=(1, 2))
+    per_clip = torch.where(per_clip > empty, per_clip, torch.full_like(per_clip, -torch.inf))
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=logmel.device), counts)
+    out = torch.full((len(counts),), -torch.inf, device=logmel.device)
+    return out.scatter_reduce(0, owner, per_clip, reduce="amax")
+
+
+def collection_gain(peaks: torch.Tensor, peak: float = LEVEL_PEAK, tolerance: float = LEVEL_TOLERANCE) -> float:
+    """The gain (nats) that moves the median of the videos' loudest bins (``peaks [V]``, ``-inf`` for a silent
+    video, left out) to ``peak``; 0 when it is within ``tolerance`` of it, or when no video holds sound. Pure."""
+    sound = peaks[torch.isfinite(peaks)]
+    if sound.numel() == 0:
+        return 0.0
+    gain = peak - float(sound.double().median())
+    return gain if abs(gain) > tolerance else 0.0
+
+
+def video_level_offsets(logmel: torch.Tensor, counts: torch.Tensor, floor: float, gain: float = 0.0,
+                        quantile: float = 0.5, margin: float = NOISE_MARGIN, empty: float = EMPTY_BIN
+                        ) -> torch.Tensor:
+    """Offsets ``[V, F]`` that level each video's spectrograms (module docstring). Pure.
+
+    Args:
+        logmel: ``[N, F, T]`` stored spectrograms ``log(mel + 1e-6)`` of ``V`` videos, each video's clips
+            consecutive.
+        counts: ``[V]`` int, clips per video (``counts.sum() == N``; a video may have none).
+        floor: the fixed floor the augmentation applies afterwards, ``log(log_floor)``.
+        gain: the collection's gain (nats, :func:`collection_gain`), the same for every video.
+        quantile: the quantile of a band's levels that estimates its background.
+        margin: how far above its background a band's floor sits (3 dB).
+        empty: stored bins at or under this hold no sound (padding, digital silence).
+
+    Returns:
+        ``[V, F]`` float32: ``g - c_{v,b} + floor`` (0 for a video that holds no sound), with the band's floor
+        ``c_{v,b} = max(floor, q_{v,b} + g + margin)``, ``q_{v,b}`` the ``quantile`` of band ``b`` over the
+        video's bins above ``empty``. Exactly 0 for a collection at a usual level over backgrounds under the floor.
+    """
+    counts = counts.to(torch.int64)
+    V, (N, Fm, Tm) = int(counts.numel()), logmel.shape
+    if int(counts.sum()) != N:
+        raise ValueError(f"counts sum to {int(counts.sum())}, but logmel holds {N} spectrograms")
+    out = torch.zeros(V, Fm, dtype=torch.float32, device=logmel.device)
+    if N == 0:
+        return out
+    dev = logmel.device
+    x = logmel.float()
+    counts = counts.to(dev)
+    first = torch.zeros(V, dtype=torch.int64, device=dev)
+    first[1:] = torch.cumsum(counts, 0)[:-1]
+    cmax = int(counts.max())
+    # [V, cmax] rows of x, padded: the bins of each video side by side
+    slot = torch.arange(cmax, device=dev).reshape(1, cmax)
+    rows = (first.reshape(V, 1) + slot).clamp_max(N - 1)
+    present = slot < counts.reshape(V, 1)
+    xv = x[rows.reshape(-1)].reshape(V, cmax, Fm, Tm)
+    valid = present.reshape(V, cmax, 1, 1) & (xv > empty)
+    has = valid.any(dim=(1, 2, 3))
+    # a band's floor rises only where its quantile is above floor - gain - margin: where at least a (1 - quantile)
+    # share of its bins are (a superset, counted cheaply); the quantile itself is computed for those bands only
+    n_valid = valid.sum(dim=(1, 3))  # [V, F]
+    n_above = (valid & (xv > floor - margin - gain)).sum(dim=(1, 3))
+    need = (n_valid > 0) & (n_above >= (1.0 - quantile) * n_valid - 1)
+    c = torch.full((V, Fm), floor, dtype=torch.float32, device=dev)
+    if bool(need.any()):
+        v_idx, b_idx = need.nonzero(as_tuple=True)
+        sel = xv[v_idx, :, b_idx, :].reshape(len(v_idx), -1)  # [M, cmax * T]
+        ok = valid[v_idx, :, b_idx, :].reshape(len(v_idx), -1)
+        bg = torch.nanquantile(torch.where(ok, sel, torch.full_like(sel, float("nan"))), quantile, dim=1)
+        c[v_idx, b_idx] = torch.clamp(bg + gain + margin, min=floor)
+    out = gain - c + floor
+    return torch.where(has.reshape(V, 1), out, torch.zeros_like(out))
+
+
+#: statistics of a video come from at most this many of its clips, evenly spaced (a long video's level and
+#: background are steady enough; the cost stays bounded)
+MAX_CLIPS = 32
+
+
+def _chunks(ds: "ShardDataset", max_clips: int, batch_clips: int):
+    """(first video, last video + 1, clip indices, clips per video) of ``ds``, about ``batch_clips`` clips at a
+    time; a video longer than ``max_clips`` clips is represented by ``max_clips`` of them, evenly spaced."""
+    counts = ds.videos["n_clips"].to_numpy(np.int64)
+    first = ds.videos["first_clip"].to_numpy(np.int64)
+    picks = [first[v] + np.unique(np.linspace(0, counts[v] - 1, max_clips).round().astype(np.int64))
+             if counts[v] > max_clips else np.arange(first[v], first[v] + counts[v]) for v in range(len(counts))]
+    v0 = 0
+    while v0 < len(counts):
+        v1, n = v0, 0
+        while v1 < len(counts) and (v1 == v0 or n + len(picks[v1]) <= batch_clips):
+            n += len(picks[v1])
+            v1 += 1
+        yield v0, v1, np.concatenate(picks[v0:v1]), torch.tensor([len(p) for p in picks[v0:v1]], dtype=torch.int64)
+        v0 = v1
+
+
+def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLIPS, batch_clips: int = 512,
+                      device: torch.device | str = "cpu") -> tuple[np.ndarray, float]:
+    """:func:`video_level_offsets` of every video of ``ds`` (``[videos, n_mels]`` float32) and the collection's
+    gain they include (:func:`collection_gain` over ``ds``).
+
+    Two passes over the cache's sound (the peaks, then the offsets), about ``batch_clips`` clips at a time,
+    computed on ``device`` (the run's); a video longer than ``max_clips`` clips is measured on ``max_clips`` of
+    them, evenly spaced."""
+    peaks = torch.full((len(ds.videos),), -torch.inf)
+    for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
+        peaks[v0:v1] = video_peaks(ds.read_audio(clips.tolist()).to(device), used).cpu()
+    gain = collection_gain(peaks)
+    table = np.zeros((len(ds.videos), ds.config.n_mels), np.float32)
+    for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
+        audio = ds.read_audio(clips.tolist()).to(device)
+        table[v0:v1] = video_level_offsets(audio, used, floor, gain).cpu().numpy()
+    return table, gain
+
+
+def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.Tensor) -> torch.Tensor:
+    """Each clip's stored spectrogram ``audio [B, F, T]`` plus its video's offsets (``offsets [V, F]``, rows
+    ``video_index [B]``), as float32 on ``audio``'s device. Pure."""
+    rows = offsets.to(audio.device)[video_index.to(audio.device)]
+    return audio.float() + rows.unsqueeze(-1)
+
+
+def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.device | str = "cpu"
+               ) -> torch.Tensor | None:
+    """The offsets ``[videos, n_mels]`` a run's ``audio_level`` asks for on ``ds``, on ``device``:
+    :func:`video_level_table` for ``"video"`` (the fixed floor of ``log_floor`` under them), None for the others."""
+    if level != "video":
+        return None
+    table, _ = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
+    return torch.from_numpy(table).to(device)
