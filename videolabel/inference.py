@@ -128,7 +128,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     counts = torch.zeros(n, device=device)
     level = torch.full((n,), FLOOR_DB, device=device)
     reference, log_eps = full_scale_power(ds.config), float(ds.config.log_eps)
-    levels = levels_for(ds, tc.audio_level, tc.log_floor, device)  # None unless the run levels each video
+    levels = levels_for(ds, tc.audio_level, tc.log_floor, device)  # None unless audio_level=video
     loader = make_loader(ds, ListBatches(clip_idx, opts.batch_size), opts.workers, cuda)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     pos = 0
