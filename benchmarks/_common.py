@@ -51,3 +51,19 @@ def label_free_heads(a: Any) -> tuple[int, int]:
     h_agree = a.heads[int(np.argmax(agreement))] if agreement else a.chosen_head
     h_cons = a.heads[consensus_head(np.stack([a.df[f"cluster_h{h}"].to_numpy() for h in a.heads]))]
     return h_agree, h_cons
+
+
+def parse_settings(items: list[str] | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as training settings (what ``videolabel train --set`` takes)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def settings_tag(settings: dict[str, str]) -> str:
+    """A run-name suffix for non-default settings (empty without them, so earlier runs keep their names)."""
+    return "".join(f"-{k}={v}".replace("/", "_") for k, v in sorted(settings.items()))

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, load_builder  # noqa: E402
+from _common import cpu_model, load_builder, parse_settings, settings_tag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
@@ -140,7 +140,7 @@ def ingest(videos: Path, cache: Path) -> None:
 
 
 def train_and_label(cache: Path, heldout_cache: Path, run_dir: Path, out: Path, *, k: int, epochs: int, seed: int,
-                    prior: str) -> tuple[pd.DataFrame, float]:
+                    prior: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, float]:
     """Train (unless done), then ``assign`` the held-out cache; (its table, training seconds)."""
     from videolabel.assign import AssignOptions, assign
     from videolabel.data.loader import default_loader_workers
@@ -152,7 +152,8 @@ def train_and_label(cache: Path, heldout_cache: Path, run_dir: Path, out: Path, 
     if not (run_dir / FINAL).is_file():
         log(f"training {run_dir.name}")
         cfg = make_config({}, {"preset": "tiny", "num_clusters": k, "epochs": epochs, "seed": seed, "prior": prior,
-                               "progress": "none", "workers": default_loader_workers()})
+                               "progress": "none", "workers": default_loader_workers(),
+                               **(settings or {})})
         train(cache, run_dir, cfg, resume=(run_dir / "checkpoint-last.pt").is_file())
     seconds = time.perf_counter() - t0
     if not out.is_file():
@@ -269,10 +270,10 @@ def run(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
 
     def one(variant: str, k: int, prior: str, seed: int) -> tuple[pd.DataFrame, dict[str, Any]]:
         v = variants[variant]
-        name = f"{variant}-k{k}-{Path(prior).stem}-e{args.epochs}-s{seed}"
+        name = f"{variant}-k{k}-{Path(prior).stem}-e{args.epochs}{settings_tag(args.settings)}-s{seed}"
         table, secs = train_and_label(v["base"] / "cache", v["base"] / "heldout-cache", v["base"] / "runs" / name,
                                       v["base"] / "assign" / f"{name}.parquet", k=k, epochs=args.epochs, seed=seed,
-                                      prior=prior)
+                                      prior=prior, settings=args.settings)
         row: dict[str, Any] = {"variant": variant, "k": k, "prior": prior, "seed": seed,
                                "train_seconds": round(secs, 1), **scores(table, v["heldout"])}
         log(f"{name}: NMI {row['nmi']:.3f} Acc {row['acc']:.3f} purity {row['purity']:.3f}")
@@ -397,7 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3])
     ap.add_argument("--no-auto-k", dest="auto_k", action="store_false",
                     help="skip `assign --method kmeans --k auto` (and --k 10) on the balanced and skewed runs")
+    ap.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                    help="a training setting added to the preset, as `videolabel train --set` (repeatable)")
     args = ap.parse_args(argv)
+    args.settings = parse_settings(args.set_)
     t0 = time.perf_counter()
     import torch
 

@@ -53,7 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, label_free_heads, load_builder  # noqa: E402
+from _common import cpu_model, label_free_heads, load_builder, parse_settings, settings_tag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,14 +175,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gt = read_ground_truth(labels)
     per_seed = []
     for seed in args.seeds:
-        run_dir = work / "runs" / f"tiny-e{args.epochs}{tag}-s{seed}"
+        run_dir = work / "runs" / f"tiny-e{args.epochs}{tag}{settings_tag(args.settings)}-s{seed}"
         t0 = time.perf_counter()
         timing = run_dir / "benchmark-train-seconds.json"  # kept beside the run: a reused run keeps its time
         if not (run_dir / FINAL).is_file():
             log(f"training {run_dir.name}")
             # what `videolabel train` sets: the loader workers fit this machine
             cfg = make_config({}, {"preset": "tiny", "num_clusters": 10, "epochs": args.epochs, "seed": seed,
-                                   "progress": "none", "workers": default_loader_workers()})
+                                   "progress": "none", "workers": default_loader_workers(),
+                                   **args.settings})
             train(cache, run_dir, cfg, resume=(run_dir / "checkpoint-last.pt").is_file(), gt=labels)
             timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - t0, 1)}) + "\n")
         t_train = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None
@@ -235,7 +236,8 @@ def render(doc: dict[str, Any]) -> str:
         + "; ".join(f"{s} {f:g} fps {t:g} s {c}" for s, f, t, c in GROUPS),
         "- Ingest: the default settings" + (f" but `--fit {doc['fit']}`" if doc.get("fit", "cover") != "cover" else "")
         + "; training: `--preset tiny --clusters 10 "
-        f"--epochs {doc['epochs']}`, nothing else; labels: `assign` (the chosen head, `--head auto`)",
+        f"--epochs {doc['epochs']}`" + "".join(f" `--set {k}={v}`" for k, v in doc.get("settings", {}).items())
+        + (", nothing else;" if not doc.get("settings") else ";") + " labels: `assign` (the chosen head, `--head auto`)",
         "- Per seed, every head's NMI: " + "; ".join(
             f"seed {e['seed']}: " + ", ".join(f"{100 * x:.1f}" for x in e["per_head_nmi"])
             for e in doc["result"]["per_seed"] if "per_head_nmi" in e),
@@ -282,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sound", choices=("plain", "varied"),
                     help="the builder's sound: plain (AV-Digits' levels, -80 dBFS floor) or varied (peaks -30 to -1 "
                     "dBFS over a -80 to -35 dBFS floor); default: varied with --style varied, else plain")
+    ap.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                    help="a training setting added to the preset, as `videolabel train --set` (repeatable)")
     args = ap.parse_args(argv)
+    args.settings = parse_settings(args.set_)
     if args.epochs < 1:
         raise SystemExit("varied: --epochs must be >= 1")
     import torch
@@ -299,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sound": args.sound or ("varied" if args.style == "varied" else "plain"),
         "voices": args.voices,
         "fit": args.fit,
+        "settings": args.settings,
         "result": result,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
