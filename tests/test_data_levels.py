@@ -3,6 +3,7 @@ the table over a real cache, and the setting through training and labelling."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from videolabel.data.augment import AudioAugment
 from videolabel.data.levels import (
     LEVEL_PEAK,
+    Levels,
     apply_levels,
     collection_gain,
     levels_for,
@@ -32,8 +34,8 @@ def _reference(videos: list[np.ndarray], floor: float, gain=0.0, q=0.5) -> np.nd
         if not (x > empty).any():
             continue
         for b in range(x.shape[1]):
-            vals = x[:, b][x[:, b] > empty]
-            c = floor if len(vals) == 0 else max(floor, float(np.quantile(vals, q)) + gain + margin)
+            vals = x[:, b]  # every bin: those that hold no sound are the quietest
+            c = max(floor, float(np.quantile(vals, q)) + gain + margin)
             out[v, b] = gain - c + floor
     return out
 
@@ -48,7 +50,7 @@ def _videos(seed: int) -> list[torch.Tensor]:
             continue
         x = 0.3 * torch.randn(n, 8, 40, generator=g) + bg
         x[0, 2:6, 12:20] = word  # the word, in the first clip only
-        x[-1, :, 30:] = EMPTY  # padding: left out of the background
+        x[-1, :, 30:] = EMPTY  # padding: the quietest bins of the background
         out.append(x)
     return out
 
@@ -119,8 +121,8 @@ def test_the_table_over_a_real_cache(avdigits_cache):
 
     cache, _ = avdigits_cache
     ds = ShardDataset(cache)
-    table, gain = video_level_table(ds, 0.0, batch_clips=7)  # small batches: videos split across them the same way
-    assert gain == 0.0  # AV-Digits' recordings: at the usual level
+    table, gain, raised = video_level_table(ds, 0.0, batch_clips=7)  # small batches: videos split the same way
+    assert gain == 0.0 and not raised.any()  # AV-Digits' recordings: at the usual level, over a quiet floor
     first, counts = ds.videos["first_clip"].to_numpy(), ds.videos["n_clips"].to_numpy()
     for v in (0, 13, len(counts) - 1):
         clips = ds.read_audio(np.arange(first[v], first[v] + counts[v]))
@@ -128,7 +130,7 @@ def test_the_table_over_a_real_cache(avdigits_cache):
         torch.testing.assert_close(torch.from_numpy(table[v]), want, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(video_level_table(ds, 0.0)[0], table)
     # a long video is measured on evenly spaced clips
-    one, _ = video_level_table(ds, 0.0, max_clips=1)
+    one, _, _ = video_level_table(ds, 0.0, max_clips=1)
     clip = ds.read_audio([int(first[0])])
     torch.testing.assert_close(torch.from_numpy(one[0]), video_level_offsets(clip, torch.tensor([1]), 0.0)[0])
     # read_audio: the stored sound, the batch reader's values
@@ -136,11 +138,64 @@ def test_the_table_over_a_real_cache(avdigits_cache):
     assert torch.equal(ds.read_audio(idx), ds.__getitems__(idx)["audio"])
     # the setting decides: the run's floor under the table, None for the other levels
     assert levels_for(ds, "fixed", 1.0) is None and levels_for(ds, "auto", 1.0) is None
-    np.testing.assert_array_equal(levels_for(ds, "video", 1.0).numpy(), table)
+    np.testing.assert_array_equal(levels_for(ds, "video", 1.0).offsets.numpy(), table)
     # and the augmentation applies the fixed floor on levelled sound (its own levelling is off)
     aug = AudioAugment("tiny", train=False, level="video")
     a = apply_levels(ds.read_audio(idx), torch.from_numpy(table), torch.from_numpy(ds.clip_video[idx]))
     assert torch.equal(aug(a), AudioAugment("tiny", train=False)(a))
+
+
+def test_the_table_says_what_it_did(avdigits_cache, tmp_path, monkeypatch):
+    """The gain and the videos whose floor was raised: in the table, in :class:`Levels`, and in the first line a
+    run logs (``metrics.jsonl``, event ``levels``)."""
+    from videolabel.data.dataset import ShardDataset
+    from videolabel.train.config import make_config
+    from videolabel.train.loop import Trainer
+
+    cache, _ = avdigits_cache
+    ds = ShardDataset(cache)
+    first, counts = ds.videos["first_clip"].to_numpy(), ds.videos["n_clips"].to_numpy()
+    noisy = set(range(int(first[2]), int(first[2] + counts[2])))  # video 2 recorded over a loud background
+    read = ds.read_audio
+
+    def over_noise(idx):
+        a = read(idx)
+        for j, i in enumerate(idx):
+            if int(i) in noisy:
+                a[j] = torch.logaddexp(a[j].float(), torch.tensor(2.0)).to(a.dtype)
+        return a
+
+    monkeypatch.setattr(ds, "read_audio", over_noise)
+    table, gain, raised = video_level_table(ds, 0.0)
+    assert gain == 0.0 and np.flatnonzero(raised).tolist() == [2]
+    assert (table[2] < -2.0).all() and (np.delete(table, 2, axis=0) == 0).all()
+    lv = levels_for(ds, "video", 1.0)
+    assert lv is not None and lv.raised == 1
+    assert lv.record() == {"event": "levels", "gain_db": 0.0, "floors_raised": 1, "videos": len(ds.videos)}
+
+    # the same collection recorded 4 nats (17.4 dB) quieter (stored as ingest stores it, log(mel + 1e-6)): a gain,
+    # and no floor raised
+    eps = float(ds.config.log_eps)
+    monkeypatch.setattr(ds, "read_audio",
+                        lambda idx: torch.log((read(idx).double().exp() - eps).clamp_min(0) * math.exp(-4.0) + eps))
+    quiet = levels_for(ds, "video", 1.0)
+    assert quiet is not None and quiet.raised == 0 and 3.0 < quiet.gain < 5.0
+    assert quiet.record()["gain_db"] == pytest.approx(10 * quiet.gain / math.log(10), abs=0.01)
+
+    # a run says what it did, before its first step; the fixed setting logs nothing of the kind
+    for level in ("video", "fixed"):
+        cfg = make_config(None, {"preset": "tiny", "num_clusters": 4, "num_heads": 1, "epochs": 1, "workers": 0,
+                                 "progress": "none", "audio_level": level})
+        trainer = Trainer(cache, tmp_path / level, cfg, device="cpu")
+        trainer.close()
+        lines = [json.loads(x) for x in (tmp_path / level / "metrics.jsonl").read_text().splitlines()]
+        got = [r for r in lines if r.get("event") == "levels"]
+        if level == "video":
+            assert len(got) == 1 and got[0]["step"] == 0
+            assert {k: got[0][k] for k in ("gain_db", "floors_raised", "videos")} == {
+                "gain_db": 0.0, "floors_raised": 0, "videos": len(ds.videos)}
+        else:
+            assert got == []
 
 
 def test_training_and_labelling_read_levelled_sound(avdigits_cache, monkeypatch):
@@ -159,7 +214,7 @@ def test_training_and_labelling_read_levelled_sound(avdigits_cache, monkeypatch)
     cache, _ = avdigits_cache
     ds = ShardDataset(cache)
     # AV-Digits' recordings are at a usual level over a quiet floor: the setting leaves them exactly as they are
-    assert torch.equal(levels_for(ds, "video", 1.0), torch.zeros(len(ds.videos), ds.config.n_mels))
+    assert torch.equal(levels_for(ds, "video", 1.0).offsets, torch.zeros(len(ds.videos), ds.config.n_mels))
     table = torch.rand(len(ds.videos), ds.config.n_mels, generator=torch.Generator().manual_seed(0)) * 3 - 2
     cpu = DistInfo(0, 1, 0, torch.device("cpu"))
     cfg = make_config(None, {"preset": "tiny", "num_clusters": 4, "audio_level": "video"})
@@ -188,7 +243,7 @@ def test_training_and_labelling_read_levelled_sound(avdigits_cache, monkeypatch)
         assert torch.equal(same[key], fixed[key]), key
     asked = []
     monkeypatch.setattr(inference, "levels_for",
-                        lambda d, level, floor, dev: asked.append((level, floor)) or table)
+                        lambda d, level, floor, dev: asked.append((level, floor)) or Levels(table, 0.0, 0))
     moved = infer(run_model("video"), ds, videos, opts, torch.device("cpu"))
     assert asked == [("video", 1.0)]
     assert not torch.allclose(moved["fa"], fixed["fa"]) and torch.equal(moved["fv"], fixed["fv"])

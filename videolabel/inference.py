@@ -140,7 +140,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
         pos += m
         level.scatter_reduce_(0, who, peak_level_db(audio, reference, log_eps), reduce="amax")  # as recorded
         if levels is not None:
-            audio = apply_levels(audio, levels, batch["video_index"])
+            audio = apply_levels(audio, levels.offsets, batch["video_index"])
         with autocast:
             fv = model.encode_video(vaug(video))
             fa = model.encode_audio(aaug(audio))

@@ -13,9 +13,10 @@ augmentation:
    sit), unless it is already within :data:`LEVEL_TOLERANCE` of it. Each video keeps its level relative to the
    others;
 2. **each video's noise floor** (:func:`video_level_offsets`): per band, the ``quantile`` of the video's
-   levels (all its clips, after the gain) over the frames that hold sound estimates its steady background,
-   and the band's floor is raised to that plus ``margin`` (3 dB) where it is above the fixed floor: what lies
-   under the background reads as silence.
+   levels (all its clips, after the gain) estimates its steady background, and the band's floor is raised to
+   that plus ``margin`` (3 dB) where it is above the fixed floor: what lies under the background reads as
+   silence. Bins that hold no sound (digital silence, padding) count as the quietest: a band that is mostly
+   empty keeps its floor, however loud its few other bins.
 
 A collection recorded at a usual level over backgrounds under the fixed floor (AV-Digits, the development sets
 with plain sound) is left exactly as it is. Moving every *video's* loudest bin to one level instead (as the
@@ -32,7 +33,8 @@ clip's stored ``log(mel + 1e-6)`` on the device before the augmentation (:func:`
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ from videolabel.data.augment import EMPTY_BIN, NOISE_MARGIN
 if TYPE_CHECKING:
     from videolabel.data.dataset import ShardDataset
 
-__all__ = ["LEVEL_PEAK", "LEVEL_TOLERANCE", "MAX_CLIPS", "apply_levels", "collection_gain", "levels_for",
+__all__ = ["LEVEL_PEAK", "LEVEL_TOLERANCE", "MAX_CLIPS", "Levels", "apply_levels", "collection_gain", "levels_for",
            "video_level_offsets", "video_level_table", "video_peaks"]
 
 #: the level ``audio_level="video"`` moves a collection's typical recording to: its median video's loudest bin,
@@ -93,8 +95,9 @@ def video_level_offsets(logmel: torch.Tensor, counts: torch.Tensor, floor: float
 
     Returns:
         ``[V, F]`` float32: ``g - c_{v,b} + floor`` (0 for a video that holds no sound), with the band's floor
-        ``c_{v,b} = max(floor, q_{v,b} + g + margin)``, ``q_{v,b}`` the ``quantile`` of band ``b`` over the
-        video's bins above ``empty``. Exactly 0 for a collection at a usual level over backgrounds under the floor.
+        ``c_{v,b} = max(floor, q_{v,b} + g + margin)``, ``q_{v,b}`` the ``quantile`` of band ``b`` over all the
+        video's bins (those at or under ``empty`` are the quietest). Exactly 0 for a collection at a usual level
+        over backgrounds under the floor.
     """
     counts = counts.to(torch.int64)
     V, (N, Fm, Tm) = int(counts.numel()), logmel.shape
@@ -114,8 +117,10 @@ def video_level_offsets(logmel: torch.Tensor, counts: torch.Tensor, floor: float
     rows = (first.reshape(V, 1) + slot).clamp_max(N - 1)
     present = slot < counts.reshape(V, 1)
     xv = x[rows.reshape(-1)].reshape(V, cmax, Fm, Tm)
-    valid = present.reshape(V, cmax, 1, 1) & (xv > empty)
-    has = valid.any(dim=(1, 2, 3))
+    # every stored bin of the video counts towards its background; one that holds no sound (at or under ``empty``)
+    # counts as the quietest: left out, the few loud bins of a band that is mostly empty would read as background
+    valid = present.reshape(V, cmax, 1, 1).expand(V, cmax, Fm, Tm)
+    has = (valid & (xv > empty)).any(dim=(1, 2, 3))
     # a band's floor rises only where its quantile is above floor - gain - margin: where at least a (1 - quantile)
     # share of its bins are (a superset, counted cheaply); the quantile itself is computed for those bands only
     n_valid = valid.sum(dim=(1, 3))  # [V, F]
@@ -155,9 +160,11 @@ def _chunks(ds: "ShardDataset", max_clips: int, batch_clips: int):
 
 
 def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLIPS, batch_clips: int = 512,
-                      device: torch.device | str = "cpu") -> tuple[np.ndarray, float]:
-    """:func:`video_level_offsets` of every video of ``ds`` (``[videos, n_mels]`` float32) and the collection's
-    gain they include (:func:`collection_gain` over ``ds``).
+                      device: torch.device | str = "cpu") -> tuple[np.ndarray, float, np.ndarray]:
+    """:func:`video_level_offsets` of every video of ``ds`` (``[videos, n_mels]`` float32), the collection's
+    gain they include (:func:`collection_gain` over ``ds``), and which videos had the floor of at least one
+    band raised above the fixed one (``[videos]`` bool: a video that holds sound and has an offset under the
+    gain).
 
     Two passes over the cache's sound (the peaks, then the offsets), about ``batch_clips`` clips at a time,
     computed on ``device`` (the run's); a video longer than ``max_clips`` clips is measured on ``max_clips`` of
@@ -170,7 +177,22 @@ def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLI
     for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
         audio = ds.read_audio(clips.tolist()).to(device)
         table[v0:v1] = video_level_offsets(audio, used, floor, gain).cpu().numpy()
-    return table, gain
+    raised = torch.isfinite(peaks).numpy() & (table < gain - 1e-6).any(axis=1)
+    return table, gain, raised
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What ``audio_level="video"`` measured on a cache: the offsets a run adds to its sound, and their summary."""
+
+    offsets: torch.Tensor  #: ``[videos, n_mels]`` float32, on the run's device (:func:`video_level_offsets`)
+    gain: float  #: the collection's gain, nats of power (:func:`collection_gain`)
+    raised: int  #: videos with at least one band's floor raised above the fixed one
+
+    def record(self) -> dict[str, Any]:
+        """The summary a run logs (``metrics.jsonl``, event ``levels``): the gain in dB, the raised floors."""
+        return {"event": "levels", "gain_db": round(10.0 * self.gain / math.log(10.0), 2),
+                "floors_raised": self.raised, "videos": int(self.offsets.shape[0])}
 
 
 def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.Tensor) -> torch.Tensor:
@@ -181,10 +203,10 @@ def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.
 
 
 def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.device | str = "cpu"
-               ) -> torch.Tensor | None:
-    """The offsets ``[videos, n_mels]`` a run's ``audio_level`` asks for on ``ds``, on ``device``:
+               ) -> Levels | None:
+    """The :class:`Levels` a run's ``audio_level`` asks for on ``ds``, their offsets on ``device``:
     :func:`video_level_table` for ``"video"`` (the fixed floor of ``log_floor`` under them), None for the others."""
     if level != "video":
         return None
-    table, _ = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
-    return torch.from_numpy(table).to(device)
+    table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
+    return Levels(torch.from_numpy(table).to(device), gain, int(raised.sum()))

@@ -118,7 +118,8 @@ class Trainer:
             self.model.to_channels_last()
         self.inputs = make_inputs(self.model.preset, cfg, self.cuda)
         levels = levels_for(self.ds, cfg.audio_level, cfg.log_floor, self.dev)  # None unless audio_level=video
-        self.passes = Passes(cfg, self.model, self.ds, self.inputs, self.info, self.first_clip, self.n_clips, levels)
+        self.passes = Passes(cfg, self.model, self.ds, self.inputs, self.info, self.first_clip, self.n_clips,
+                             levels.offsets if levels is not None else None)
         self.optimizer = make_optimizer(self.model, cfg, self.base_lr)
         self.labels = torch.zeros(cfg.num_heads, self.n, dtype=torch.int64)
         self.prior_masses = draw_prior(cfg)
@@ -133,6 +134,8 @@ class Trainer:
         self.run_dir = RunFolder(self.out, is_main=self.info.is_main)
         try:
             self._prepare_run_dir(resume)
+            if levels is not None:  # what the sound's levelling did to this collection, for the user to see
+                self.log({**levels.record(), "step": self.step}, keep=False)
             self.ddp_model = wrap_model(self.model, cfg, self.info, self.cuda)
         except BaseException:
             self.close()
