@@ -59,13 +59,19 @@ def _codes(cache: Path, gt: Path, classes: list[str] | None = None) -> tuple[np.
     return np.array([index.get(v, -1) for v in values], np.int64), classes
 
 
-def _load(cache: Path) -> dict[str, Any]:
-    """Every clip of a cache in memory: uint8 video, float16 audio, video index per clip."""
+def _load(cache: Path, cfg: Any) -> dict[str, Any]:
+    """Every clip of a cache in memory: uint8 video, float16 audio (float32 when ``cfg.audio_level`` levels it, as
+    a SeLaVi run does on its way to the device: :mod:`videolabel.data.levels`), video index per clip."""
     from videolabel.data.dataset import ShardDataset
+    from videolabel.data.levels import apply_levels, levels_for
 
     ds = ShardDataset(cache)
     batch = ds.__getitems__(list(range(len(ds))))
-    return {"video": batch["video"], "audio": batch["audio"], "vidx": batch["video_index"].long(),
+    audio = batch["audio"]
+    levels = levels_for(ds, cfg.audio_level, cfg.log_floor)  # None unless audio_level=video
+    if levels is not None:
+        audio = apply_levels(audio, levels.offsets, batch["video_index"])
+    return {"video": batch["video"], "audio": audio, "vidx": batch["video_index"].long(),
             "n_videos": len(ds.videos)}
 
 
@@ -170,7 +176,7 @@ def ceiling(train_cache: Path, train_gt: Path, held_cache: Path, held_gt: Path, 
     """Both towers over the seeds: per-run results and mean / std of the held-out accuracy."""
     y_tr, classes = _codes(train_cache, train_gt)
     y_ho, _ = _codes(held_cache, held_gt, classes)
-    tr, ho = _load(train_cache), _load(held_cache)
+    tr, ho = _load(train_cache, cfg), _load(held_cache, cfg)
     runs = [train_tower(cfg, t, tr, y_tr, ho, y_ho, len(classes), s, epochs, eval_every)
             for t in towers for s in seeds]
     summary = {}

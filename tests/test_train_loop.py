@@ -140,7 +140,8 @@ def test_tiny_towers_learn_the_digits_from_true_labels(avdigits_cache):
     cache, labels_csv = avdigits_cache
     lab = pd.read_csv(labels_csv).set_index("path").loc[ShardDataset(cache).videos["path"]]
     y, held = lab["label"].to_numpy(), np.isin(lab["speaker"].to_numpy(), ["theo", "yweweler"])
-    data = ceiling._load(cache)
+    cfg = make_config(None, {"preset": "tiny"})
+    data = ceiling._load(cache, cfg)
 
     def subset(mask: np.ndarray) -> dict:
         remap = np.full(len(mask), -1)
@@ -150,7 +151,6 @@ def test_tiny_towers_learn_the_digits_from_true_labels(avdigits_cache):
         return {"video": data["video"][sel], "audio": data["audio"][sel],
                 "vidx": torch.as_tensor(remap[vid[sel]]), "n_videos": int(mask.sum())}
 
-    cfg = make_config(None, {"preset": "tiny"})
     res = ceiling.train_tower(cfg, "video", subset(~held), y[~held], subset(held), y[held], 10, seed=0, epochs=30)
     assert res["heldout_acc"] > 0.4, res
 
