@@ -484,3 +484,22 @@ def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ff
     km = pd.read_parquet(tmp_path / "k.parquet").set_index("path")
     assert (km["sound_flag"].fillna(False) == km["silent"].fillna(False)).all() and int(km["silent"].sum()) == 2
     assert "sound: 2 video(s) silent" in r.stdout
+
+    # a run that levels the sound (audio_level=video) says which videos' backgrounds it lowered: the pink
+    # noise's (-26 dBFS, every band above the fixed floor), not the speech's, nor a silent or missing track's
+    from dataclasses import replace
+
+    from videolabel.assign_table import build_table
+    from videolabel.data.levels import levels_for
+    from videolabel.inference import infer, load_run
+
+    rm = load_run(run, torch.device("cpu"))
+    rm = replace(rm, train_config=replace(rm.train_config, audio_level="video"))
+    ds = ShardDataset(ours)
+    full = infer(rm, ds, np.arange(len(ds.videos)), AssignOptions(workers=0), torch.device("cpu"))
+    table, meta = build_table(rm, ds, full, AssignOptions(workers=0))
+    raised = dict(zip(table["path"].map(lambda p: Path(p).name), table["floor_raised"]))
+    assert raised == {name: k == "noise" for name, k in rows}, raised
+    # the gain is the collection's: here the median soundtrack is a quiet noise, so the collection is raised
+    assert meta["sound"]["floors_raised"] == 2
+    assert meta["sound"]["level_gain_db"] == levels_for(ds, "video", rm.train_config.log_floor).gain_db > 10.0

@@ -137,6 +137,9 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
     sound_columns(table, full, has_audio.numpy())
     meta["sound"] = {"silence_db": SILENCE_DB, "no_audio": int((~has_audio).sum()),
                      "silent": int(table["silent"].sum()), "flagged": int(table["sound_flag"].sum())}
+    if "floor_raised" in table.columns:  # the run levels the sound (audio_level="video")
+        meta["sound"].update(level_gain_db=float(full["level_gain_db"][0]) if len(table) else 0.0,
+                             floors_raised=int(table["floor_raised"].sum()))
     return table, meta
 
 
@@ -144,7 +147,9 @@ def sound_columns(table: pd.DataFrame, full: dict[str, torch.Tensor], has_audio:
     """Add ``audio_db`` (the loudest spectrogram frame of the video, dB re full scale; empty without an
     audio track), ``silent`` (``audio_db`` below :data:`~videolabel.loudness.SILENCE_DB`) and
     ``sound_flag`` (review the sound: silent, or ``av_mismatch`` at or above
-    :data:`~videolabel.cluster.select.MISMATCH_FLAG`; empty without an audio track) to ``table``."""
+    :data:`~videolabel.cluster.select.MISMATCH_FLAG`; empty without an audio track) to ``table``, and for a run
+    that levels the sound ``floor_raised`` (a band's floor raised to the video's loud background,
+    :mod:`videolabel.data.levels`)."""
     level = np.where(has_audio, full["audio_db"].numpy(), np.nan).astype(np.float32)
     silent = level < SILENCE_DB
     mismatch = table["av_mismatch"].to_numpy(np.float32)
@@ -152,6 +157,8 @@ def sound_columns(table: pd.DataFrame, full: dict[str, torch.Tensor], has_audio:
     table["audio_db"] = level
     table["silent"] = pd.array(np.where(has_audio, silent, cast(Any, None)), dtype="boolean")
     table["sound_flag"] = pd.array(np.where(has_audio, flag, cast(Any, None)), dtype="boolean")
+    if "floor_raised" in full:  # audio_level="video": the video's background was above the fixed floor
+        table["floor_raised"] = full["floor_raised"].numpy().astype(bool)
 
 
 def kmeans_space(full: dict[str, torch.Tensor], has_audio: torch.Tensor, opts: AssignOptions, k: int) -> np.ndarray:

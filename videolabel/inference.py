@@ -108,7 +108,9 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
           ) -> dict[str, torch.Tensor]:
     """Clip-averaged per-head log-probabilities [H, n, K] per modality (``lv``, ``la``; ``lf`` alone for a
     fusion run), pooled features [n, D] (``fv``, ``fa``) and the level of each video's loudest
-    spectrogram frame over its clips, dB re full scale [n] (``audio_db``, :mod:`videolabel.loudness`)."""
+    spectrogram frame over its clips, dB re full scale [n] (``audio_db``, :mod:`videolabel.loudness`); for a
+    run that levels the sound (``audio_level="video"``) also which videos had a band's floor raised [n] bool
+    (``floor_raised``) and the collection's gain in dB [n] (``level_gain_db``, :mod:`videolabel.data.levels`)."""
     model = run.model
     preset = model.preset
     cuda = device.type == "cuda"
@@ -161,5 +163,8 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     c = counts.clamp_min(1.0)
     res = {k: cast(torch.Tensor, sums[k]) / (c[None, :, None] if k in LOG_PROB_KEYS else c[:, None]) for k in keys}
     res["audio_db"] = level
+    if levels is not None:  # what audio_level="video" did to these videos' sound (the gain: the same for all)
+        res["floor_raised"] = torch.from_numpy(levels.raised[videos].copy())
+        res["level_gain_db"] = torch.full((n,), levels.gain_db, dtype=torch.float64)
     res["clips"] = torch.tensor(len(clip_idx))
     return res

@@ -108,6 +108,9 @@ def assign(
     elif sound:  # k-means: no towers to compare, the flag is silence alone
         typer.echo(f"sound: {sound['silent']} video(s) silent (loudest frame below {sound['silence_db']:g} dBFS, "
                    f"sound_flag); {sound['no_audio']} without an audio track")
+    if sound and "floors_raised" in sound:  # the run levels the sound (audio_level=video)
+        typer.echo(f"sound levelled (audio_level=video): gain {sound['level_gain_db']:+.1f} dB for the collection; "
+                   f"{sound['floors_raised']} video(s) over a loud background had their floor raised (floor_raised)")
     if summary.features:
         typer.echo(f"wrote {summary.features}")
     typer.echo(f"wrote {summary.out}")

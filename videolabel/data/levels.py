@@ -187,12 +187,17 @@ class Levels:
 
     offsets: torch.Tensor  #: ``[videos, n_mels]`` float32, on the run's device (:func:`video_level_offsets`)
     gain: float  #: the collection's gain, nats of power (:func:`collection_gain`)
-    raised: int  #: videos with at least one band's floor raised above the fixed one
+    raised: np.ndarray  #: ``[videos]`` bool: at least one band's floor raised above the fixed one
+
+    @property
+    def gain_db(self) -> float:
+        """The gain in dB (of power), to 0.01 dB."""
+        return round(10.0 * self.gain / math.log(10.0), 2)
 
     def record(self) -> dict[str, Any]:
         """The summary a run logs (``metrics.jsonl``, event ``levels``): the gain in dB, the raised floors."""
-        return {"event": "levels", "gain_db": round(10.0 * self.gain / math.log(10.0), 2),
-                "floors_raised": self.raised, "videos": int(self.offsets.shape[0])}
+        return {"event": "levels", "gain_db": self.gain_db, "floors_raised": int(self.raised.sum()),
+                "videos": int(self.offsets.shape[0])}
 
 
 def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.Tensor) -> torch.Tensor:
@@ -209,4 +214,4 @@ def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.d
     if level != "video":
         return None
     table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
-    return Levels(torch.from_numpy(table).to(device), gain, int(raised.sum()))
+    return Levels(torch.from_numpy(table).to(device), gain, raised)
