@@ -475,8 +475,13 @@ def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ff
             assert row["audio_db"] > -45 and not row["silent"]
             assert row["sound_flag"] == (row["av_mismatch"] >= 0.5)
     meta = _meta(tmp_path / "s.parquet")
-    assert meta["sound"] == {"silence_db": -60.0, "no_audio": 2, "silent": 2, "flagged": int(df["sound_flag"].sum())}
+    assert {k: meta["sound"][k] for k in ("silence_db", "no_audio", "silent", "flagged")} == {
+        "silence_db": -60.0, "no_audio": 2, "silent": 2, "flagged": int(df["sound_flag"].sum())}
     assert "2 of them silent" in r.stdout and "2 without an audio track" in r.stdout
+    # the tiny recipe levels the sound (audio_level=video): the loud pink noise's floor was raised, and said so
+    assert meta["sound"]["floors_raised"] == 2 and df["floor_raised"].sum() == 2
+    assert "sound levelled (audio_level=video): gain +" in r.stdout
+    assert "2 video(s) over a loud background had their floor raised" in r.stdout
     # k-means labels have no towers to compare: the flag is silence alone
     r = cli("assign", str(run), "--cache", str(ours), "--out", str(tmp_path / "k.parquet"), "--workers", "0",
             "--method", "kmeans", "--k", "3")

@@ -210,6 +210,10 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         # one SpecAugment mask per axis, not two: the sound tower learns more in few steps, the self-labels
         # hold (method.md, "One SpecAugment mask per axis")
         "spec_masks": 1,
+        # one gain for a quietly (or loudly) recorded collection, each video's floor at its own background: a
+        # collection at a usual level over quiet backgrounds is left exactly as it is (method.md, "Quiet
+        # recordings and loud backgrounds")
+        "audio_level": "video",
         "align_proposals": 5000,
         "precise_bn_clips": 1024,
     },
