@@ -53,15 +53,16 @@ def label_free_heads(a: Any) -> tuple[int, int]:
     return h_agree, h_cons
 
 
-def parse_settings(items: list[str] | None) -> dict[str, str]:
-    """``--set KEY=VALUE`` items as training settings (what ``videolabel train --set`` takes)."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
+def parse_settings(items: list[str] | None, prog: str) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as training settings (:func:`videolabel.train.config.parse_settings`, what
+    ``videolabel train --set`` takes); a bad item ends the benchmark with a one-line error."""
+    from videolabel.errors import VideolabelError
+    from videolabel.train.config import parse_settings as parse
+
+    try:
+        return parse(items or [])
+    except VideolabelError as exc:
+        raise SystemExit(f"{prog}: {exc}") from None
 
 
 def settings_tag(settings: dict[str, str]) -> str:

@@ -83,7 +83,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, label_free_heads, load_builder  # noqa: E402
+from _common import cpu_model, label_free_heads, load_builder, parse_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "examples" / "avdigits" / "tiny.yaml"
@@ -141,16 +141,6 @@ def short_hash(obj: Any, n: int = 10) -> str:
 
 def log(msg: str) -> None:
     print(f"[avdigits {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def parse_sets(items: Sequence[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"avdigits: --set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = value.strip()
-    return out
 
 
 def machine() -> dict[str, Any]:
@@ -307,7 +297,7 @@ class Bench:
         self.splits = {"train": train, "heldout": heldout}
         self.work = Path(args.out)
         self.file_values = read_config_file(args.config)
-        self.sets = parse_sets(args.set)
+        self.sets = parse_settings(args.set, "avdigits")
         self.runs_trained: list[str] = []
         self.runs_reused: list[str] = []
         self.assign_done: list[str] = []

@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                     help="a training setting added to the preset, as `videolabel train --set` (repeatable)")
     args = ap.parse_args(argv)
-    args.settings = parse_settings(args.set_)
+    args.settings = parse_settings(args.set_, "conditions")
     t0 = time.perf_counter()
     import torch
 

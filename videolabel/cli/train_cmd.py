@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from videolabel.cli.app import app, fail
+from videolabel.errors import VideolabelError
 from videolabel.train.config import MODALITIES, PRIORS, TrainConfig
 from videolabel.train.progress import PROGRESS_MODES
 
@@ -57,7 +58,7 @@ def train(
         from videolabel.train.launcher import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
-    from videolabel.train.config import make_config, read_config_file
+    from videolabel.train.config import make_config, parse_settings, read_config_file
     from videolabel.train.loop import train as run_train
     from videolabel.train.progress import TrainProgress
     from videolabel.train.signals import EXIT_PREEMPTED
@@ -68,11 +69,10 @@ def train(
         "seed": seed, "deterministic": deterministic, "compile": compile, "align": align,
         "decorrelate": decorrelate, "progress": progress,
     }
-    for item in set_:
-        if "=" not in item:
-            fail(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        flags[key.strip().replace("-", "_")] = value.strip()
+    try:
+        flags.update(parse_settings(set_))
+    except VideolabelError as exc:
+        fail(str(exc))
     file_values = read_config_file(config) if config else None
     if resume and config is None and (out / "config.json").is_file():
         file_values = read_config_file(out / "config.json")

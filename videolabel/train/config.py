@@ -220,6 +220,18 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def parse_settings(items: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as settings (``-`` in a key read as ``_``; values kept as text, for
+    :func:`make_config` to convert). Raises :class:`VideolabelError` on an item without ``=``."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise VideolabelError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON file into a flat dict (a ``train:`` section is accepted too)."""
     p = Path(path)
