@@ -68,3 +68,29 @@ def parse_settings(items: list[str] | None, prog: str) -> dict[str, str]:
 def settings_tag(settings: dict[str, str]) -> str:
     """A run-name suffix for non-default settings (empty without them, so earlier runs keep their names)."""
     return "".join(f"-{k}={v}".replace("/", "_") for k, v in sorted(settings.items()))
+
+
+def finished_run(run_dir: Path, cfg: Any, prog: str) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``cfg`` (a ``TrainConfig``), to reuse instead of training.
+
+    A run's folder is named by the benchmark's flags, not by every setting they resolve to: when a default
+    changes (the ``tiny`` recipe's, say), a folder of before holds a run of other settings. Reusing it would
+    report the old recipe under the new one's name, so such a folder ends the benchmark with a one-line
+    error naming the settings that differ (the check ``train --resume`` makes)."""
+    import json
+
+    from videolabel.train.checkpoint import FINAL
+    from videolabel.train.config import diff_configs
+
+    if not (run_dir / FINAL).is_file():
+        return False
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise SystemExit(f"{prog}: {run_dir} holds a finished run without a readable config.json: "
+                         "remove it or give another --out") from None
+    diffs = diff_configs(saved, cfg)
+    if diffs:
+        raise SystemExit(f"{prog}: {run_dir} holds a run of other settings ({'; '.join(diffs)}): remove it or "
+                         "give another --out")
+    return True

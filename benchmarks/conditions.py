@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, load_builder, parse_settings, settings_tag  # noqa: E402
+from _common import cpu_model, finished_run, load_builder, parse_settings, settings_tag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
@@ -144,16 +144,14 @@ def train_and_label(cache: Path, heldout_cache: Path, run_dir: Path, out: Path, 
     """Train (unless done), then ``assign`` the held-out cache; (its table, training seconds)."""
     from videolabel.assign import AssignOptions, assign
     from videolabel.data.loader import default_loader_workers
-    from videolabel.train.checkpoint import FINAL
     from videolabel.train.config import make_config
     from videolabel.train.loop import train
 
     t0 = time.perf_counter()
-    if not (run_dir / FINAL).is_file():
+    cfg = make_config({}, {"preset": "tiny", "num_clusters": k, "epochs": epochs, "seed": seed, "prior": prior,
+                           "progress": "none", "workers": default_loader_workers(), **(settings or {})})
+    if not finished_run(run_dir, cfg, "conditions"):
         log(f"training {run_dir.name}")
-        cfg = make_config({}, {"preset": "tiny", "num_clusters": k, "epochs": epochs, "seed": seed, "prior": prior,
-                               "progress": "none", "workers": default_loader_workers(),
-                               **(settings or {})})
         train(cache, run_dir, cfg, resume=(run_dir / "checkpoint-last.pt").is_file())
     seconds = time.perf_counter() - t0
     if not out.is_file():

@@ -53,7 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_model, label_free_heads, load_builder, parse_settings, settings_tag  # noqa: E402
+from _common import cpu_model, finished_run, label_free_heads, load_builder, parse_settings, settings_tag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,7 +152,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from videolabel.evaluate import evaluate
     from videolabel.groundtruth import read_ground_truth
     from videolabel.ingest.driver import run_ingest
-    from videolabel.train.checkpoint import FINAL
     from videolabel.train.config import make_config
     from videolabel.train.loop import train
 
@@ -178,12 +177,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = work / "runs" / f"tiny-e{args.epochs}{tag}{settings_tag(args.settings)}-s{seed}"
         t0 = time.perf_counter()
         timing = run_dir / "benchmark-train-seconds.json"  # kept beside the run: a reused run keeps its time
-        if not (run_dir / FINAL).is_file():
+        # what `videolabel train` sets: the loader workers fit this machine
+        cfg = make_config({}, {"preset": "tiny", "num_clusters": 10, "epochs": args.epochs, "seed": seed,
+                               "progress": "none", "workers": default_loader_workers(), **args.settings})
+        if not finished_run(run_dir, cfg, "varied"):
             log(f"training {run_dir.name}")
-            # what `videolabel train` sets: the loader workers fit this machine
-            cfg = make_config({}, {"preset": "tiny", "num_clusters": 10, "epochs": args.epochs, "seed": seed,
-                                   "progress": "none", "workers": default_loader_workers(),
-                                   **args.settings})
             train(cache, run_dir, cfg, resume=(run_dir / "checkpoint-last.pt").is_file(), gt=labels)
             timing.write_text(json.dumps({"train_seconds": round(time.perf_counter() - t0, 1)}) + "\n")
         t_train = json.loads(timing.read_text())["train_seconds"] if timing.is_file() else None

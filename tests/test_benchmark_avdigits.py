@@ -175,3 +175,32 @@ def test_default_size_and_tables():
     assert bench.reuse_needed(recs, speakers, 20) == 1
     with pytest.raises(SystemExit):
         bench.parse_args(["--reuse", "0"])
+
+
+def test_finished_run_refuses_a_run_of_other_settings(tmp_path):
+    """varied.py and conditions.py reuse a finished run by its folder's name; a folder whose run was trained
+    under other settings (a default changed since) ends the script with a one-line error instead of being
+    reported under the new settings."""
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from _common import finished_run
+
+    from videolabel.train.checkpoint import FINAL
+    from videolabel.train.config import make_config
+
+    cfg = make_config(None, {"preset": "tiny", "num_clusters": 10, "epochs": 12})
+    run = tmp_path / "tiny-e12-s0"
+    run.mkdir()
+    assert not finished_run(run, cfg, "varied")  # nothing trained yet
+    (run / FINAL).write_bytes(b"x")
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert finished_run(run, cfg, "varied")
+    old = make_config(None, {"preset": "tiny", "num_clusters": 10, "epochs": 12, "n_solves": 40})
+    (run / "config.json").write_text(json.dumps(old.to_dict()))
+    with pytest.raises(SystemExit, match=r"varied: .*tiny-e12-s0 holds a run of other settings \(n_solves: run has "
+                                         r"40, asked 16\)"):
+        finished_run(run, cfg, "varied")
+    (run / "config.json").write_text("{")
+    with pytest.raises(SystemExit, match="without a readable config.json"):
+        finished_run(run, cfg, "varied")
