@@ -70,6 +70,30 @@ def test_step_batches_visit_every_video_each_epoch_across_ranks():
     assert tail == per_rank[0][2:]
 
 
+def test_tiny_solves_follow_the_run_length(tmp_path):
+    """The tiny recipe's 40 solves are for 30 epochs: a shorter run gets their density, unless a file or a
+    flag (or the config.json of a resumed run) names ``n_solves``; the paper preset keeps its own count."""
+    import math
+
+    from videolabel.train.config import solves_for_epochs
+
+    for epochs in range(1, 200):  # against the definition, brute force
+        want = max(2, min(40, math.ceil(40 * epochs / 30)))
+        assert solves_for_epochs(epochs, 40, 30) == want
+    assert [solves_for_epochs(e, 1, 30) for e in (1, 60)] == [1, 1]  # never more than asked
+    with pytest.raises(ValueError):
+        solves_for_epochs(0, 40, 30)
+    assert make_config(None, {"preset": "tiny"}).n_solves == 40
+    assert [make_config(None, {"preset": "tiny", "epochs": e}).n_solves for e in (3, 6, 12, 60)] == [4, 8, 16, 40]
+    assert make_config(None, {"preset": "tiny", "epochs": 12, "n_solves": "40"}).n_solves == 40  # --set wins
+    assert make_config({"epochs": 6}, {"preset": "tiny"}).n_solves == 8  # epochs from a file
+    assert make_config({"n_solves": 20}, {"preset": "tiny", "epochs": 12}).n_solves == 20  # a file's count wins
+    assert make_config(None, {"epochs": 12}).n_solves == TrainConfig().n_solves  # paper: unchanged
+    # a resumed run reads its saved config (config.json names n_solves): a 12-epoch run of before keeps 40
+    saved = make_config(None, {"preset": "tiny", "epochs": 12, "n_solves": 40}).to_dict()
+    assert make_config(saved, {"preset": "tiny", "epochs": 12}).n_solves == 40
+
+
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.yaml").write_text("train:\n  num_clusters: 7\n  epochs: 3\n")
     (tmp_path / "c.toml").write_text("num_heads = 4\nprior = 'gaussian'\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -220,6 +221,29 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The epochs a preset's ``n_solves`` are for: a shorter run of the preset that sets no ``n_solves`` of its
+#: own gets the same density of solves per epoch (:func:`solves_for_epochs`). For ``tiny``, 40 solves over
+#: 30 epochs; at 3, 6 and 12 epochs that density labelled as well as 40 solves in a third to two thirds of
+#: the time (benchmarks/RESULTS.md, "Label solves that follow the run's length").
+PRESET_SOLVE_EPOCHS: dict[str, int] = {"tiny": 30}
+
+
+def solves_for_epochs(epochs: int, n_solves: int, solve_epochs: int) -> int:
+    """Label solves for a run of ``epochs`` epochs, at the density of ``n_solves`` over ``solve_epochs``.
+
+    The count is ``ceil(n_solves * epochs / solve_epochs)``, at least 2 (the solve at step 0 and one
+    after some training) and at most ``n_solves``: a longer run keeps the preset's count (its 60-epoch
+    figures were measured with it). The solves are then spread over the run by the paper's power-law
+    schedule (:func:`videolabel.cluster.schedule.clustering_schedule`).
+
+    >>> [solves_for_epochs(e, 40, 30) for e in (1, 3, 6, 12, 30, 60)]
+    [2, 4, 8, 16, 40, 40]
+    """
+    if epochs < 1 or n_solves < 1 or solve_epochs < 1:
+        raise ValueError(f"epochs, n_solves and solve_epochs must be >= 1, got {epochs}, {n_solves}, {solve_epochs}")
+    return max(min(2, n_solves), min(n_solves, math.ceil(n_solves * epochs / solve_epochs)))
+
+
 def parse_settings(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     """``--set KEY=VALUE`` items as settings (``-`` in a key read as ``_``; values kept as text, for
     :func:`make_config` to convert). Raises :class:`VideolabelError` on an item without ``=``."""
@@ -273,6 +297,10 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
             if key not in names:
                 raise VideolabelError(f"unknown setting in {source}: {key}")
             merged[key] = _coerce(key, value)
+    given = {k for values in (file_values or {}, overrides or {}) for k, v in values.items() if v is not None}
+    if preset in PRESET_SOLVE_EPOCHS and "n_solves" not in given and "epochs" in merged:
+        # the preset's solves are for its own length: a shorter run gets the same density (not in the paper)
+        merged["n_solves"] = solves_for_epochs(merged["epochs"], merged["n_solves"], PRESET_SOLVE_EPOCHS[preset])
     return TrainConfig(**merged).validate()
 
 
