@@ -17,13 +17,16 @@ class Tty(io.StringIO):
 def test_log_lines() -> None:
     out = io.StringIO()
     p = TrainProgress("log", stream=out)
-    p.start(10, 4)
+    p.start(10, 4, solves=3)
     p.update(6, ROW)
     p.stop()
     assert out.getvalue().splitlines() == [
-        "train: 4/10 steps",
+        "train: 4/10 steps, 3 label solves",
         "train: step 6/10 epoch 1.50  loss 1.235  12.3 clips/s  data_wait 12%  lr 0.002",
     ]
+    bare = io.StringIO()
+    TrainProgress("log", stream=bare).start(10, 0)
+    assert bare.getvalue() == "train: 0/10 steps\n"
 
 
 def test_auto_is_rich_on_a_terminal_else_log() -> None:
@@ -35,7 +38,8 @@ def test_auto_is_rich_on_a_terminal_else_log() -> None:
 def test_rich_bar_and_none() -> None:
     out = Tty()
     p = TrainProgress("rich", stream=out)
-    p.start(10, 0)
+    p.start(10, 0, solves=4)
+    assert "4 label solves" in out.getvalue()
     p.update(10, ROW)
     p.stop()
     p.stop()  # twice is fine

@@ -311,7 +311,7 @@ class Trainer:
         labels_dev, has_audio_dev = self.labels.to(self.dev), self.has_audio.to(self.dev)
         window = Throughput(cfg.batch_size * self.info.world_size)
         if progress is not None:
-            progress.start(self.total_steps, self.step)
+            progress.start(self.total_steps, self.step, solves=len(self.schedule))
         batches = iter(loader)
         while self.step < self.total_steps:
             if self.solve_index < len(self.schedule) and self.schedule[self.solve_index] <= self.step:

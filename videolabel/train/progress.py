@@ -23,8 +23,11 @@ class TrainProgress:
         self._total = 0
         self._t0 = 0.0
 
-    def start(self, total: int, done: int) -> None:
+    def start(self, total: int, done: int, solves: int | None = None) -> None:
+        """Open the bar (or log the first line) at ``done`` of ``total`` steps; ``solves``: the run's label solves,
+        said once at the start (a ``tiny`` run's count follows its length)."""
         self._total, self._t0 = total, time.time()
+        said = f", {solves} label solves" if solves is not None else ""
         if self.mode == "rich":
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -35,9 +38,9 @@ class TrainProgress:
                 console=Console(file=self.stream), transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("train", total=total, completed=done, info="")
+            self._task = self._bar.add_task("train", total=total, completed=done, info=said.lstrip(", "))
         elif self.mode == "log":
-            print(f"train: {done}/{total} steps", file=self.stream, flush=True)
+            print(f"train: {done}/{total} steps{said}", file=self.stream, flush=True)
 
     def update(self, step: int, m: dict[str, Any]) -> None:
         info = (f"loss {m.get('loss', float('nan')):.3f}  {m.get('clips_per_s', 0):.1f} clips/s  "
