@@ -70,7 +70,7 @@ def test_step_batches_visit_every_video_each_epoch_across_ranks():
     assert tail == per_rank[0][2:]
 
 
-def test_tiny_solves_follow_the_run_length(tmp_path):
+def test_tiny_solves_follow_the_run_length():
     """The tiny recipe's 40 solves are for 30 epochs: a shorter run gets their density, unless a file or a
     flag (or the config.json of a resumed run) names ``n_solves``; the paper preset keeps its own count."""
     import math

@@ -221,11 +221,11 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-#: The epochs a preset's ``n_solves`` are for: a shorter run of the preset that sets no ``n_solves`` of its
-#: own gets the same density of solves per epoch (:func:`solves_for_epochs`). For ``tiny``, 40 solves over
+#: Presets whose ``n_solves`` are for their own ``epochs``: a shorter run of one that sets no ``n_solves`` of
+#: its own gets the same density of solves per epoch (:func:`solves_for_epochs`). For ``tiny``, 40 solves over
 #: 30 epochs; at 3, 6 and 12 epochs that density labelled as well as 40 solves in a third to two thirds of
 #: the time (benchmarks/RESULTS.md, "Label solves that follow the run's length").
-PRESET_SOLVE_EPOCHS: dict[str, int] = {"tiny": 30}
+SOLVES_FOLLOW_EPOCHS: frozenset[str] = frozenset({"tiny"})
 
 
 def solves_for_epochs(epochs: int, n_solves: int, solve_epochs: int) -> int:
@@ -298,9 +298,10 @@ def make_config(file_values: dict[str, Any] | None = None, overrides: dict[str, 
                 raise VideolabelError(f"unknown setting in {source}: {key}")
             merged[key] = _coerce(key, value)
     given = {k for values in (file_values or {}, overrides or {}) for k, v in values.items() if v is not None}
-    if preset in PRESET_SOLVE_EPOCHS and "n_solves" not in given and "epochs" in merged:
+    if preset in SOLVES_FOLLOW_EPOCHS and "n_solves" not in given:
         # the preset's solves are for its own length: a shorter run gets the same density (not in the paper)
-        merged["n_solves"] = solves_for_epochs(merged["epochs"], merged["n_solves"], PRESET_SOLVE_EPOCHS[preset])
+        recipe = PRESET_DEFAULTS[preset]
+        merged["n_solves"] = solves_for_epochs(merged["epochs"], recipe["n_solves"], recipe["epochs"])
     return TrainConfig(**merged).validate()
 
 
