@@ -121,7 +121,11 @@ def test_the_table_over_a_real_cache(avdigits_cache):
 
     cache, _ = avdigits_cache
     ds = ShardDataset(cache)
+    assert ds.level_stats is not None  # ingest stored each video's peak and background: the table is theirs
+    stored = video_level_table(ds, 0.0)
+    ds.level_stats = None  # measured from the stored sound instead
     table, gain, raised = video_level_table(ds, 0.0, batch_clips=7)  # small batches: videos split the same way
+    assert stored[0].tobytes() == table.tobytes() and stored[1] == gain and stored[2].tolist() == raised.tolist()
     assert gain == 0.0 and not raised.any()  # AV-Digits' recordings: at the usual level, over a quiet floor
     first, counts = ds.videos["first_clip"].to_numpy(), ds.videos["n_clips"].to_numpy()
     for v in (0, 13, len(counts) - 1):
@@ -165,6 +169,7 @@ def test_the_table_says_what_it_did(avdigits_cache, tmp_path, monkeypatch):
                 a[j] = torch.logaddexp(a[j].float(), torch.tensor(2.0)).to(a.dtype)
         return a
 
+    ds.level_stats = None  # measured from the (altered) stored sound, not from what ingest stored with the videos
     monkeypatch.setattr(ds, "read_audio", over_noise)
     table, gain, raised = video_level_table(ds, 0.0)
     assert gain == 0.0 and np.flatnonzero(raised).tolist() == [2]
@@ -251,3 +256,89 @@ def test_training_and_labelling_read_levelled_sound(avdigits_cache, monkeypatch)
     # and what the levelling did, per video, for the table (fixed runs have no such columns)
     assert "floor_raised" not in fixed and moved["floor_raised"].tolist() == (videos % 3 == 0).tolist()
     assert moved["level_gain_db"].tolist() == [6.51] * len(videos)  # 1.5 nats of power
+
+
+def test_ingest_stores_each_videos_level_statistics(avdigits_cache):
+    """What ingest stores with each video (videolabel/ingest/levelstats.py) is what a run would measure on the
+    stored sound, bit for bit: the peak (:func:`video_peaks`), each band's median (:func:`torch.nanquantile`)."""
+    from videolabel.data.dataset import ShardDataset
+    from videolabel.ingest.levelstats import band_medians, sound_peak, stat_clips
+
+    cache, _ = avdigits_cache
+    ds = ShardDataset(cache)
+    assert ds.level_stats is not None
+    peaks, background = ds.level_stats
+    assert peaks.dtype == background.dtype == np.float32 and background.shape == (len(ds.videos), ds.config.n_mels)
+    first, counts = ds.videos["first_clip"].to_numpy(), ds.videos["n_clips"].to_numpy()
+    audio = ds.read_audio(np.arange(len(ds)))
+    assert peaks.tolist() == video_peaks(audio, torch.tensor(counts)).tolist()
+    for v in range(len(counts)):
+        x = audio[first[v]:first[v] + counts[v]].float()
+        want = torch.nanquantile(x.permute(1, 0, 2).reshape(x.shape[1], -1), 0.5, dim=1)
+        assert background[v].tobytes() == want.numpy().tobytes()
+
+    # the median against torch's on float16 values, even and odd counts, padded bins among them
+    rng = np.random.default_rng(0)
+    for n, t in ((1, 1), (1, 6), (2, 7), (3, 40), (4, 33)):
+        x = rng.normal(0.0, 4.0, (n, 5, t)).astype(np.float16)
+        x[:, :2, : t // 2] = np.float16(EMPTY)
+        want = torch.nanquantile(torch.from_numpy(x).float().permute(1, 0, 2).reshape(5, -1), 0.5, dim=1)
+        assert band_medians(x).tobytes() == want.numpy().tobytes()
+    assert sound_peak(np.full((2, 3, 4), EMPTY, np.float16)) == -math.inf
+    assert sound_peak(np.zeros((0, 3, 4), np.float16)) == -math.inf
+    # a long video: its statistics come from 32 clips, evenly spaced from the first to the last
+    assert stat_clips(3).tolist() == [0, 1, 2]
+    picks = stat_clips(100)
+    assert len(picks) == 32 and picks[0] == 0 and picks[-1] == 99 and (np.diff(picks) >= 3).all()
+
+
+def test_offsets_from_the_stored_statistics_are_the_measured_ones():
+    """:func:`offsets_from_background` on the peaks and medians gives :func:`video_level_offsets`, bit for bit,
+    with and without a gain, under two fixed floors."""
+    from videolabel.data.levels import offsets_from_background
+    from videolabel.ingest.levelstats import level_stats
+
+    vids = _videos(3) + [v - 6.0 for v in _videos(4)]  # a quiet collection among them
+    counts = torch.tensor([len(v) for v in vids])
+    x = torch.cat(vids).half()
+    stats = [level_stats(v.half().numpy()) for v in vids]
+    peaks = torch.tensor([p for p, _ in stats], dtype=torch.float32)
+    background = torch.tensor([b for _, b in stats], dtype=torch.float32)
+    assert peaks.tolist() == video_peaks(x, counts).tolist()
+    for floor in (0.0, -1.0):
+        for gain in (0.0, collection_gain(peaks), 5.25):
+            want = video_level_offsets(x, counts, floor, gain)
+            assert offsets_from_background(peaks, background, floor, gain).numpy().tobytes() == want.numpy().tobytes()
+
+
+def test_a_cache_ingested_before_the_statistics_were_stored(avdigits_cache, tmp_path):
+    """Records without the statistics (a cache from before): the run measures them, the same table; a record
+    whose background has the wrong number of bands is a damaged cache, refused in one line."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from videolabel.data.dataset import ShardDataset
+    from videolabel.errors import VideolabelError
+
+    cache, _ = avdigits_cache
+    want = video_level_table(ShardDataset(cache), 0.0)
+    old = tmp_path / "old"
+    shutil.copytree(cache, old)
+    markers = sorted((old / "shards").glob("*.videos.parquet"))
+    assert markers
+    for m in markers:
+        pq.write_table(pq.read_table(m).drop_columns(["level_peak", "level_background"]), m)
+    ds = ShardDataset(old)
+    assert ds.level_stats is None
+    got = video_level_table(ds, 0.0)
+    assert got[0].tobytes() == want[0].tobytes() and got[1] == want[1]
+
+    shutil.rmtree(old)
+    shutil.copytree(cache, old)
+    bad = [b[:-1] for b in pq.read_table(markers[0]).column("level_background").to_pylist()]
+    t = pq.read_table(markers[0])
+    t = t.set_column(t.schema.get_field_index("level_background"), "level_background", [bad])
+    pq.write_table(t, markers[0])
+    with pytest.raises(VideolabelError, match="damaged cache .*level_background"):
+        ShardDataset(old)

@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from videolabel.ingest.levelstats import EMPTY_BIN
 from videolabel.models.presets import Preset, get_preset
 
 __all__ = ["LEVELS", "POLARITIES", "AudioAugment", "VideoAugment", "gaussian_blur", "gaussian_kernels",
@@ -369,8 +370,6 @@ def warp_spectrogram(x: torch.Tensor, u: torch.Tensor, warp: float) -> torch.Ten
 
 #: ``level_and_noise_floor``: a band's floor sits this far (3 dB) above its background estimate
 NOISE_MARGIN = math.log(2.0)
-#: stored bins at or under this (``log(1e-6)``: padding, digital silence) hold no sound
-EMPTY_BIN = math.log(1e-6) + 0.01
 
 
 def level_and_noise_floor(x: torch.Tensor, floor: float, peak: float = 6.0, quantile: float = 0.5,

@@ -105,6 +105,9 @@ class ShardDataset(torch.utils.data.Dataset):
         video_shard = np.array([shard_index[s] for s in ok["shard"]], np.int64)
         self.clip_shard: np.ndarray = np.repeat(video_shard, n_clips)
         self.clip_row: np.ndarray = np.repeat(ok["shard_offset"].to_numpy(np.int64), n_clips) + self.clip_in_video
+        #: each video's sound peak ``[videos]`` and per-band background ``[videos, n_mels]`` (float32) as ingest
+        #: stored them (:mod:`videolabel.ingest.levelstats`); None when a record predates them
+        self.level_stats: tuple[np.ndarray, np.ndarray] | None = self._level_stats(ok)
         self._check_shapes()
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._buffers = _Buffers(self.reuse_batches)
@@ -115,6 +118,17 @@ class ShardDataset(torch.utils.data.Dataset):
     def _files(self, s: int) -> tuple[Path, Path]:
         base = self.cache_dir / SHARDS / self.shard_names[s]
         return Path(f"{base}{VIDEO_SUFFIX}"), Path(f"{base}{AUDIO_SUFFIX}")
+
+    def _level_stats(self, ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+        if not len(ok) or "level_peak" not in ok or ok["level_peak"].isna().any() or ok["level_background"].isna().any():
+            return None
+        peaks = ok["level_peak"].to_numpy(np.float32)
+        background = list(ok["level_background"])
+        n_mels = self.config.n_mels
+        if any(len(b) != n_mels for b in background):
+            raise VideolabelError(f"damaged cache {self.cache_dir}: a record's level_background does not have "
+                                  f"{n_mels} bands; ingest again with --overwrite")
+        return peaks, np.stack(background).astype(np.float32, copy=False).reshape(len(ok), n_mels)
 
     def _check_shapes(self) -> None:
         c = self.config

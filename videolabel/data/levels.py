@@ -23,8 +23,9 @@ with plain sound) is left exactly as it is. Moving every *video's* loudest bin t
 per-spectrogram ``audio_level="auto"`` does, :func:`~videolabel.data.augment.level_and_noise_floor`) cost
 clean sound about 10 NMI; the collection's gain does not touch it.
 
-The result is an offset per video and band, ``o[v, b] = g - c_{v,b} + f`` (:func:`video_level_table`, two
-passes over the cache's sound when a run starts or labels a cache: the gain is that cache's), added to each
+The result is an offset per video and band, ``o[v, b] = g - c_{v,b} + f`` (:func:`video_level_table`, when a
+run starts or labels a cache: the gain is that cache's; from each video's peak and per-band median, which
+ingest stores with the video's record, :mod:`videolabel.ingest.levelstats`), added to each
 clip's stored ``log(mel + 1e-6)`` on the device before the augmentation (:func:`apply_levels`); the fixed floor
 ``logaddexp(x, f)`` of the augmentation then applies the raised floor:
 ``logaddexp(x + g - c_b + f, f) = logaddexp(x + g, c_b) - c_b + f``.
@@ -39,13 +40,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from videolabel.data.augment import EMPTY_BIN, NOISE_MARGIN
+from videolabel.data.augment import NOISE_MARGIN
+from videolabel.ingest.levelstats import EMPTY_BIN, MAX_CLIPS, stat_clips
 
 if TYPE_CHECKING:
     from videolabel.data.dataset import ShardDataset
 
 __all__ = ["LEVEL_PEAK", "LEVEL_TOLERANCE", "MAX_CLIPS", "Levels", "apply_levels", "collection_gain", "levels_for",
-           "video_level_offsets", "video_level_table", "video_peaks"]
+           "offsets_from_background", "video_level_offsets", "video_level_table", "video_peaks"]
 
 #: the level ``audio_level="video"`` moves a collection's typical recording to: its median video's loudest bin,
 #: 6 nats (26 dB) above the fixed floor ``log(1)``, where AV-Digits' recordings (peaks at -9 to -1 dBFS) sit
@@ -132,14 +134,32 @@ def video_level_offsets(logmel: torch.Tensor, counts: torch.Tensor, floor: float
         sel = xv[v_idx, :, b_idx, :].reshape(len(v_idx), -1)  # [M, cmax * T]
         ok = valid[v_idx, :, b_idx, :].reshape(len(v_idx), -1)
         bg = torch.nanquantile(torch.where(ok, sel, torch.full_like(sel, float("nan"))), quantile, dim=1)
-        c[v_idx, b_idx] = torch.clamp(bg + gain + margin, min=floor)
+        c[v_idx, b_idx] = _band_floor(bg, floor, gain, margin)
+    return _offsets(c, has, floor, gain)
+
+
+def _band_floor(background: torch.Tensor, floor: float, gain: float, margin: float) -> torch.Tensor:
+    """``c = max(floor, q + g + margin)``, the band's floor from its background ``q`` (float32). Pure."""
+    return torch.clamp(background + gain + margin, min=floor)
+
+
+def _offsets(c: torch.Tensor, has: torch.Tensor, floor: float, gain: float) -> torch.Tensor:
+    """``g - c + floor``, 0 for the videos that hold no sound (``has [V]`` False). Pure."""
     out = gain - c + floor
-    return torch.where(has.reshape(V, 1), out, torch.zeros_like(out))
+    return torch.where(has.reshape(-1, 1), out, torch.zeros_like(out))
 
 
-#: statistics of a video come from at most this many of its clips, evenly spaced (a long video's level and
-#: background are steady enough; the cost stays bounded)
-MAX_CLIPS = 32
+def offsets_from_background(peaks: torch.Tensor, background: torch.Tensor, floor: float, gain: float = 0.0,
+                            margin: float = NOISE_MARGIN) -> torch.Tensor:
+    """:func:`video_level_offsets` from each video's statistics as ingest stores them
+    (:mod:`videolabel.ingest.levelstats`): ``peaks [V]`` (``-inf``: no sound) and ``background [V, F]``, each
+    band's median (``quantile`` 0.5). Pure.
+
+    The same ``g - c_{v,b} + floor`` with ``c_{v,b} = max(floor, q_{v,b} + g + margin)``, the clamp applied to
+    every band (:func:`video_level_offsets` computes the quantile only for the bands whose floor can rise;
+    the others' clamp gives the floor)."""
+    c = _band_floor(background.to(torch.float32), floor, gain, margin)
+    return _offsets(c, torch.isfinite(peaks), floor, gain)
 
 
 def _chunks(ds: "ShardDataset", max_clips: int, batch_clips: int):
@@ -147,8 +167,7 @@ def _chunks(ds: "ShardDataset", max_clips: int, batch_clips: int):
     time; a video longer than ``max_clips`` clips is represented by ``max_clips`` of them, evenly spaced."""
     counts = ds.videos["n_clips"].to_numpy(np.int64)
     first = ds.videos["first_clip"].to_numpy(np.int64)
-    picks = [first[v] + np.unique(np.linspace(0, counts[v] - 1, max_clips).round().astype(np.int64))
-             if counts[v] > max_clips else np.arange(first[v], first[v] + counts[v]) for v in range(len(counts))]
+    picks = [first[v] + stat_clips(int(counts[v]), max_clips) for v in range(len(counts))]
     v0 = 0
     while v0 < len(counts):
         v1, n = v0, 0
@@ -166,9 +185,17 @@ def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLI
     band raised above the fixed one (``[videos]`` bool: a video that holds sound and has an offset under the
     gain).
 
-    Two passes over the cache's sound (the peaks, then the offsets), about ``batch_clips`` clips at a time,
-    computed on ``device`` (the run's); a video longer than ``max_clips`` clips is measured on ``max_clips`` of
-    them, evenly spaced."""
+    From the statistics ingest stored with each video (``ds.level_stats``, :mod:`videolabel.ingest.levelstats`)
+    when every record has them and ``max_clips`` is theirs; otherwise (a cache ingested before they were
+    stored) two passes over the cache's sound (the peaks, then the offsets), about ``batch_clips`` clips at a
+    time, computed on ``device`` (the run's); a video longer than ``max_clips`` clips is measured on
+    ``max_clips`` of them, evenly spaced."""
+    if ds.level_stats is not None and max_clips == MAX_CLIPS:
+        stored_peaks, background = (torch.from_numpy(np.array(a)) for a in ds.level_stats)
+        gain = collection_gain(stored_peaks)
+        table = offsets_from_background(stored_peaks, background, floor, gain).numpy()
+        raised = torch.isfinite(stored_peaks).numpy() & (table < gain - 1e-6).any(axis=1)
+        return table, gain, raised
     peaks = torch.full((len(ds.videos),), -torch.inf)
     for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
         peaks[v0:v1] = video_peaks(ds.read_audio(clips.tolist()).to(device), used).cpu()

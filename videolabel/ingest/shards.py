@@ -58,6 +58,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("audio_sample_rate", pa.int64()),
         ("padded_frames", pa.int64()),
         ("decode_s", pa.float64()),
+        # audio_level="video": the video's loudest stored bin (-inf: no sound) and per band the median of its
+        # bins (ingest/levelstats.py); null in records written before they were stored
+        ("level_peak", pa.float32()),
+        ("level_background", pa.list_(pa.float32())),
         ("shard", pa.string()),
         ("shard_offset", pa.int64()),  # first row of the video's clips in the shard arrays
     ]

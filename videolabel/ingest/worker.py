@@ -18,6 +18,7 @@ import numpy as np
 
 from videolabel.config import IngestConfig
 from videolabel.ingest.discover import Source
+from videolabel.ingest.levelstats import level_stats
 from videolabel.ingest.logmel import log_mel, window_samples
 from videolabel.media.decode import Deadline, can_seek, decode_clips
 from videolabel.media.probe import MediaError, MediaInfo, measure_duration, preflight, probe
@@ -26,7 +27,7 @@ from videolabel.media.probe import MediaError, MediaInfo, measure_duration, pref
 MANIFEST_COLUMNS = (
     "video_id", "path", "size_bytes", "duration", "fps", "width", "height", "video_codec",
     "audio_codec", "has_audio", "n_clips", "status", "error",
-    "pix_fmt", "rotation", "audio_sample_rate", "padded_frames", "decode_s",
+    "pix_fmt", "rotation", "audio_sample_rate", "padded_frames", "decode_s", "level_peak", "level_background",
 )
 
 
@@ -145,6 +146,7 @@ def process_video(source: Source, settings: Settings, info: MediaInfo | None = N
             starts = [s for s, k in zip(starts, keep) if k]
             a_starts = [a for a, k in zip(a_starts, keep) if k]
         audio = log_mel(pcm, cfg)
+        rec["level_peak"], rec["level_background"] = level_stats(audio)
         rec.update(status="ok", error=None, n_clips=len(starts), padded_frames=int((cfg.frames - real).sum()))
         rec["decode_s"] = round(time.monotonic() - t0, 4)
         return VideoResult(
