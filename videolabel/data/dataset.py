@@ -120,7 +120,9 @@ class ShardDataset(torch.utils.data.Dataset):
         return Path(f"{base}{VIDEO_SUFFIX}"), Path(f"{base}{AUDIO_SUFFIX}")
 
     def _level_stats(self, ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-        if not len(ok) or "level_peak" not in ok or ok["level_peak"].isna().any() or ok["level_background"].isna().any():
+        if not len(ok) or "level_peak" not in ok:
+            return None
+        if ok["level_peak"].isna().any() or ok["level_background"].isna().any():  # records from before them
             return None
         peaks = ok["level_peak"].to_numpy(np.float32)
         background = list(ok["level_background"])

@@ -42,8 +42,8 @@ def stat_clips(n_clips: int, max_clips: int = MAX_CLIPS) -> np.ndarray:
 
 
 def sound_peak(logmel: np.ndarray, empty: float = EMPTY_BIN) -> float:
-    """The loudest bin of a video's spectrograms (``logmel [clips, F, T]``, as stored) as float32, or
-    ``-inf`` when none holds sound (every bin at or under ``empty``). Pure."""
+    """The loudest bin of a video's spectrograms (``logmel [clips, F, T]``, as stored, or as float32) as
+    float32, or ``-inf`` when none holds sound (every bin at or under ``empty``). Pure."""
     if logmel.size == 0:
         return -math.inf
     top = float(np.max(logmel).astype(np.float32))
@@ -55,18 +55,25 @@ def band_medians(logmel: np.ndarray) -> np.ndarray:
     T]``), as :func:`torch.quantile` with ``q = 0.5`` computes it in float32 (the mean of the two middle
     values of an even count written as ``hi - (hi - lo) * 0.5``, torch's ``lerp`` at weight 0.5). Pure."""
     clips, n_mels, frames = logmel.shape
-    if clips * frames == 0:
+    n = clips * frames
+    if n == 0:
         raise ValueError("band_medians needs at least one bin per band")
-    x = np.sort(logmel.astype(np.float32).transpose(1, 0, 2).reshape(n_mels, clips * frames), axis=1)
-    n = x.shape[1]
+    x = logmel.astype(np.float32, copy=False)
+    x = (x if clips == 1 else np.ascontiguousarray(x.transpose(1, 0, 2))).reshape(n_mels, n)
+    k = n // 2
+    part = np.partition(x, k, axis=1)  # the k-th smallest at k, the smaller ones before it
+    hi = part[:, k]
     if n % 2:
-        return np.ascontiguousarray(x[:, n // 2])
-    lo, hi = x[:, n // 2 - 1], x[:, n // 2]
+        return np.ascontiguousarray(hi)
+    lo = part[:, :k].max(axis=1)
     return (hi - (hi - lo) * np.float32(0.5)).astype(np.float32)
 
 
 def level_stats(logmel: np.ndarray, max_clips: int = MAX_CLIPS) -> tuple[float, list[float]]:
     """A video's ``(peak, background)`` for its record, from all its spectrograms ``logmel [clips, F, T]``:
-    :func:`sound_peak` and :func:`band_medians` of the clips :func:`stat_clips` picks. Pure."""
-    picked = logmel[stat_clips(len(logmel), max_clips)]
+    :func:`sound_peak` and :func:`band_medians` of the clips :func:`stat_clips` picks. Pure.
+
+    About 1 ms of CPU for a video of 3 clips of the default 257 bands x 199 frames (float32 once for both;
+    its log-mel took 13 ms; AMD EPYC, 2026-12-07)."""
+    picked = logmel[stat_clips(len(logmel), max_clips)].astype(np.float32)
     return sound_peak(picked), band_medians(picked).tolist()
