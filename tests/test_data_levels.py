@@ -176,7 +176,8 @@ def test_the_table_says_what_it_did(avdigits_cache, tmp_path, monkeypatch):
     assert (table[2] < -2.0).all() and (np.delete(table, 2, axis=0) == 0).all()
     lv = levels_for(ds, "video", 1.0)
     assert lv is not None and lv.raised.tolist() == raised.tolist()
-    assert lv.record() == {"event": "levels", "gain_db": 0.0, "floors_raised": 1, "videos": len(ds.videos)}
+    assert lv.record() == {"event": "levels", "gain_db": 0.0, "floors_raised": 1, "videos": len(ds.videos),
+                           "source": "measured"}
 
     # the same collection recorded 4 nats (17.4 dB) quieter (stored as ingest stores it, log(mel + 1e-6)): a gain,
     # and no floor raised
@@ -197,8 +198,8 @@ def test_the_table_says_what_it_did(avdigits_cache, tmp_path, monkeypatch):
         got = [r for r in lines if r.get("event") == "levels"]
         if level == "video":
             assert len(got) == 1 and got[0]["step"] == 0
-            assert {k: got[0][k] for k in ("gain_db", "floors_raised", "videos")} == {
-                "gain_db": 0.0, "floors_raised": 0, "videos": len(ds.videos)}
+            assert {k: got[0][k] for k in ("gain_db", "floors_raised", "videos", "source")} == {
+                "gain_db": 0.0, "floors_raised": 0, "videos": len(ds.videos), "source": "ingest"}
         else:
             assert got == []
 

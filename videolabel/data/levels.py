@@ -215,6 +215,9 @@ class Levels:
     offsets: torch.Tensor  #: ``[videos, n_mels]`` float32, on the run's device (:func:`video_level_offsets`)
     gain: float  #: the collection's gain, nats of power (:func:`collection_gain`)
     raised: np.ndarray  #: ``[videos]`` bool: at least one band's floor raised above the fixed one
+    #: where each video's peak and background came from: ``"ingest"`` (stored with the records) or ``"measured"``
+    #: (two passes over the sound of a cache ingested before they were stored)
+    source: str = "ingest"
 
     @property
     def gain_db(self) -> float:
@@ -222,9 +225,10 @@ class Levels:
         return round(10.0 * self.gain / math.log(10.0), 2)
 
     def record(self) -> dict[str, Any]:
-        """The summary a run logs (``metrics.jsonl``, event ``levels``): the gain in dB, the raised floors."""
+        """The summary a run logs (``metrics.jsonl``, event ``levels``): the gain in dB, the raised floors, and
+        where the statistics came from."""
         return {"event": "levels", "gain_db": self.gain_db, "floors_raised": int(self.raised.sum()),
-                "videos": int(self.offsets.shape[0])}
+                "videos": int(self.offsets.shape[0]), "source": self.source}
 
 
 def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.Tensor) -> torch.Tensor:
@@ -241,4 +245,5 @@ def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.d
     if level != "video":
         return None
     table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
-    return Levels(torch.from_numpy(table).to(device), gain, raised)
+    source = "ingest" if ds.level_stats is not None else "measured"
+    return Levels(torch.from_numpy(table).to(device), gain, raised, source)
