@@ -262,6 +262,8 @@ def test_training_and_labelling_read_levelled_sound(avdigits_cache, monkeypatch)
 def test_ingest_stores_each_videos_level_statistics(avdigits_cache):
     """What ingest stores with each video (videolabel/ingest/levelstats.py) is what a run would measure on the
     stored sound, bit for bit: the peak (:func:`video_peaks`), each band's median (:func:`torch.nanquantile`)."""
+    import pyarrow.parquet as pq
+
     from videolabel.data.dataset import ShardDataset
     from videolabel.ingest.levelstats import band_medians, sound_peak, stat_clips
 
@@ -269,6 +271,9 @@ def test_ingest_stores_each_videos_level_statistics(avdigits_cache):
     ds = ShardDataset(cache)
     assert ds.level_stats is not None
     peaks, background = ds.level_stats
+    # in the shards' records, not in the manifest meant for people
+    assert "level_background" in pq.read_schema(next((cache / "shards").glob("*.videos.parquet"))).names
+    assert not {"level_peak", "level_background"} & set(pq.read_schema(cache / "manifest.parquet").names)
     assert peaks.dtype == background.dtype == np.float32 and background.shape == (len(ds.videos), ds.config.n_mels)
     first, counts = ds.videos["first_clip"].to_numpy(), ds.videos["n_clips"].to_numpy()
     audio = ds.read_audio(np.arange(len(ds)))

@@ -21,12 +21,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from videolabel.config import IngestConfig
 from videolabel.errors import VideolabelError
 from videolabel.ingest.manifest import read_cache_config, read_records
-from videolabel.ingest.shards import AUDIO_SUFFIX, SHARDS, VIDEO_SUFFIX, check_shard
+from videolabel.ingest.shards import AUDIO_SUFFIX, SHARDS, STATS_COLUMNS, VIDEO_SUFFIX, check_shard
 
 VIDEO_COLUMNS = ["video_id", "path", "has_audio", "n_clips", "first_clip"]
 
@@ -80,8 +82,13 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.cache_dir = Path(cache_dir)
         self.config: IngestConfig = read_cache_config(self.cache_dir)
-        records = read_records(self.cache_dir).to_pandas()
-        ok = records[records["status"] == "ok"].sort_values("video_id", kind="stable").reset_index(drop=True)
+        table = read_records(self.cache_dir)
+        # the per-video statistics stay in Arrow (a list of n_mels floats per video: no Python object per video)
+        stats = table.select(list(STATS_COLUMNS))
+        records = table.drop_columns(list(STATS_COLUMNS)).to_pandas()
+        ok = records[records["status"] == "ok"].sort_values("video_id", kind="stable")
+        ok_rows = ok.index.to_numpy(np.int64)
+        ok = ok.reset_index(drop=True)
         self.shard_names: list[str] = sorted(ok["shard"].unique().tolist()) if len(ok) else []
         shard_index = {name: i for i, name in enumerate(self.shard_names)}
         n_clips = ok["n_clips"].to_numpy(np.int64)
@@ -107,7 +114,7 @@ class ShardDataset(torch.utils.data.Dataset):
         self.clip_row: np.ndarray = np.repeat(ok["shard_offset"].to_numpy(np.int64), n_clips) + self.clip_in_video
         #: each video's sound peak ``[videos]`` and per-band background ``[videos, n_mels]`` (float32) as ingest
         #: stored them (:mod:`videolabel.ingest.levelstats`); None when a record predates them
-        self.level_stats: tuple[np.ndarray, np.ndarray] | None = self._level_stats(ok)
+        self.level_stats: tuple[np.ndarray, np.ndarray] | None = self._level_stats(stats.take(pa.array(ok_rows)))
         self._check_shapes()
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._buffers = _Buffers(self.reuse_batches)
@@ -119,18 +126,19 @@ class ShardDataset(torch.utils.data.Dataset):
         base = self.cache_dir / SHARDS / self.shard_names[s]
         return Path(f"{base}{VIDEO_SUFFIX}"), Path(f"{base}{AUDIO_SUFFIX}")
 
-    def _level_stats(self, ok: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-        if not len(ok) or "level_peak" not in ok:
+    def _level_stats(self, stats: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each ``ok`` video's stored peak and per-band background (``stats``: their records' two columns, in
+        the videos' order), or None when a record predates them."""
+        peak, background = stats.column("level_peak"), stats.column("level_background")
+        if not stats.num_rows or peak.null_count or background.null_count:
             return None
-        if ok["level_peak"].isna().any() or ok["level_background"].isna().any():  # records from before them
-            return None
-        peaks = ok["level_peak"].to_numpy(np.float32)
-        background = list(ok["level_background"])
         n_mels = self.config.n_mels
-        if any(len(b) != n_mels for b in background):
+        lengths = pc.list_value_length(background).to_numpy()
+        if (lengths != n_mels).any():
             raise VideolabelError(f"damaged cache {self.cache_dir}: a record's level_background does not have "
                                   f"{n_mels} bands; ingest again with --overwrite")
-        return peaks, np.stack(background).astype(np.float32, copy=False).reshape(len(ok), n_mels)
+        values = pc.list_flatten(background).to_numpy().astype(np.float32, copy=False)
+        return peak.to_numpy().astype(np.float32, copy=False), values.reshape(stats.num_rows, n_mels)
 
     def _check_shapes(self) -> None:
         c = self.config

@@ -30,6 +30,7 @@ from videolabel.ingest.shards import (
     LOCKS,
     MANIFEST_SCHEMA,
     SHARDS,
+    STATS_COLUMNS,
     VIDEOS_SUFFIX,
     committed_shards,
     failure_files,
@@ -177,7 +178,9 @@ def read_records(cache: Path) -> pa.Table:
 
 
 def write_manifests(cache: Path, records: pa.Table, part: tuple[int, int]) -> list[Path]:
-    """Rewrite ``manifest.parquet`` (all records) and, for n > 1, this part's manifest."""
+    """Rewrite ``manifest.parquet`` (all records) and, for n > 1, this part's manifest; both without the
+    records' :data:`~videolabel.ingest.shards.STATS_COLUMNS`."""
+    records = records.drop_columns([c for c in STATS_COLUMNS if c in records.column_names])
     written = []
     if part[1] > 1:
         i, n = part

@@ -66,6 +66,9 @@ MANIFEST_SCHEMA = pa.schema(
         ("shard_offset", pa.int64()),  # first row of the video's clips in the shard arrays
     ]
 )
+#: record columns the manifest views leave out: statistics for the runs (``ingest/levelstats.py``), not for people
+#: (``level_background`` is a list of ``n_mels`` floats per video)
+STATS_COLUMNS = ("level_peak", "level_background")
 CLIPS_SCHEMA = pa.schema(
     [("video_id", pa.string()), ("clip", pa.int64()), ("start_s", pa.float64()), ("audio_start_s", pa.float64())]
 )
