@@ -9,8 +9,9 @@ each video's stored spectrograms ``log(mel + 1e-6)``:
   band's noise floor follows.
 
 Both come from at most :data:`MAX_CLIPS` of the video's clips, evenly spaced (:func:`stat_clips`). Measured
-when a run starts, they cost two passes over the cache's sound in every process of every run (about 1 ms
-per clip on a 2-core AMD EPYC: 50 minutes per process for 3 million clips). The decode worker has the
+when a run starts, they cost two passes over the cache's sound in every process of every run (0.6 ms per
+clip on an idle 2-core AMD EPYC, 2 ms with other jobs on its cores: half an hour or more per process for 3
+million clips). The decode worker has the
 spectrograms in hand, so ingest stores them with the video's record (``level_peak``,
 ``level_background``), and a run reads them in a moment. Both are computed exactly as
 :func:`videolabel.data.levels.video_peaks` and :func:`torch.nanquantile` (linear interpolation) compute them
