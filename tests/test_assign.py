@@ -482,6 +482,22 @@ def test_silent_soundtracks_are_flagged_and_speech_is_not(tiny_run, tmp_path, ff
     assert meta["sound"]["floors_raised"] == 2 and df["floor_raised"].sum() == 2
     assert "sound levelled (audio_level=video): gain +" in r.stdout
     assert "2 video(s) over a loud background had their floor raised" in r.stdout
+    assert meta["sound"]["level_source"] == "ingest" and "measured now" not in r.stdout
+    # a cache ingested before ingest stored the level statistics: measured, the same labels, and the user is told
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    old = tmp_path / "old-cache"
+    shutil.copytree(ours, old)
+    for m in (old / "shards").glob("*.videos.parquet"):
+        pq.write_table(pq.read_table(m).drop_columns(["level_peak", "level_background"]), m)
+    r2 = cli("assign", str(run), "--cache", str(old), "--out", str(tmp_path / "o.parquet"), "--workers", "0")
+    assert r2.returncode == 0, r2.stderr
+    assert "measured now" in r2.stdout and "--overwrite" in r2.stdout
+    assert _meta(tmp_path / "o.parquet")["sound"]["level_source"] == "measured"
+    again = pd.read_parquet(tmp_path / "o.parquet").set_index("path")
+    assert again["floor_raised"].equals(df["floor_raised"]) and again["cluster"].equals(df["cluster"])
     # k-means labels have no towers to compare: the flag is silence alone
     r = cli("assign", str(run), "--cache", str(ours), "--out", str(tmp_path / "k.parquet"), "--workers", "0",
             "--method", "kmeans", "--k", "3")

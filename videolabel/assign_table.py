@@ -139,7 +139,8 @@ def build_table(run: RunModel, ds: ShardDataset, full: dict[str, torch.Tensor], 
                      "silent": int(table["silent"].sum()), "flagged": int(table["sound_flag"].sum())}
     if "floor_raised" in table.columns:  # the run levels the sound (audio_level="video")
         meta["sound"].update(level_gain_db=float(full["level_gain_db"][0]) if len(table) else 0.0,
-                             floors_raised=int(table["floor_raised"].sum()))
+                             floors_raised=int(table["floor_raised"].sum()),
+                             level_source="measured" if len(table) and bool(full["level_measured"][0]) else "ingest")
     return table, meta
 
 

@@ -166,5 +166,7 @@ def infer(run: RunModel, ds: ShardDataset, videos: np.ndarray, opts: AssignOptio
     if levels is not None:  # what audio_level="video" did to these videos' sound (the gain: the same for all)
         res["floor_raised"] = torch.from_numpy(levels.raised[videos].copy())
         res["level_gain_db"] = torch.full((n,), levels.gain_db, dtype=torch.float64)
+        # the statistics measured on the sound (a cache ingested before they were stored), not read from the records
+        res["level_measured"] = torch.full((n,), levels.source == "measured", dtype=torch.bool)
     res["clips"] = torch.tensor(len(clip_idx))
     return res

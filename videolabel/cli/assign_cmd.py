@@ -111,6 +111,10 @@ def assign(
     if sound and "floors_raised" in sound:  # the run levels the sound (audio_level=video)
         typer.echo(f"sound levelled (audio_level=video): gain {sound['level_gain_db']:+.1f} dB for the collection; "
                    f"{sound['floors_raised']} video(s) over a loud background had their floor raised (floor_raised)")
+        if sound.get("level_source") == "measured":
+            typer.echo("  the sound's levels were measured now, two passes over the cache's sound (0.6-2 ms per clip, "
+                       "at every run and assign): the cache was ingested before ingest stored them; ingest it "
+                       "again with --overwrite to store them")
     if summary.features:
         typer.echo(f"wrote {summary.features}")
     typer.echo(f"wrote {summary.out}")
