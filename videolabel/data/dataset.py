@@ -33,6 +33,13 @@ from videolabel.ingest.shards import AUDIO_SUFFIX, SHARDS, STATS_COLUMNS, VIDEO_
 VIDEO_COLUMNS = ["video_id", "path", "has_audio", "n_clips", "first_clip"]
 
 
+class _Unread:
+    """:attr:`ShardDataset.level_stats` not read from the records yet."""
+
+
+_UNREAD = _Unread()
+
+
 def _in_worker() -> bool:
     return torch.utils.data.get_worker_info() is not None
 
@@ -83,7 +90,8 @@ class ShardDataset(torch.utils.data.Dataset):
         self.cache_dir = Path(cache_dir)
         self.config: IngestConfig = read_cache_config(self.cache_dir)
         table = read_records(self.cache_dir)
-        # the per-video statistics stay in Arrow (a list of n_mels floats per video: no Python object per video)
+        # the per-video level statistics stay in Arrow (a list of n_mels floats per video: no Python object per
+        # video); they are checked here and read when a run asks for them (:attr:`level_stats`)
         stats = table.select(list(STATS_COLUMNS))
         records = table.drop_columns(list(STATS_COLUMNS)).to_pandas()
         ok = records[records["status"] == "ok"].sort_values("video_id", kind="stable")
@@ -112,9 +120,8 @@ class ShardDataset(torch.utils.data.Dataset):
         video_shard = np.array([shard_index[s] for s in ok["shard"]], np.int64)
         self.clip_shard: np.ndarray = np.repeat(video_shard, n_clips)
         self.clip_row: np.ndarray = np.repeat(ok["shard_offset"].to_numpy(np.int64), n_clips) + self.clip_in_video
-        #: each video's sound peak ``[videos]`` and per-band background ``[videos, n_mels]`` (float32) as ingest
-        #: stored them (:mod:`videolabel.ingest.levelstats`); None when a record predates them
-        self.level_stats: tuple[np.ndarray, np.ndarray] | None = self._level_stats(stats.take(pa.array(ok_rows)))
+        self._level_stats: tuple[np.ndarray, np.ndarray] | None | _Unread = (
+            _UNREAD if self._stats_stored(stats, ok_rows) else None)
         self._check_shapes()
         self._maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._buffers = _Buffers(self.reuse_batches)
@@ -126,19 +133,49 @@ class ShardDataset(torch.utils.data.Dataset):
         base = self.cache_dir / SHARDS / self.shard_names[s]
         return Path(f"{base}{VIDEO_SUFFIX}"), Path(f"{base}{AUDIO_SUFFIX}")
 
-    def _level_stats(self, stats: pa.Table) -> tuple[np.ndarray, np.ndarray] | None:
-        """Each ``ok`` video's stored peak and per-band background (``stats``: their records' two columns, in
-        the videos' order), or None when a record predates them."""
+    @property
+    def level_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each video's sound peak ``[videos]`` and per-band background ``[videos, n_mels]`` (float32) as ingest
+        stored them (:mod:`videolabel.ingest.levelstats`); None when a record predates them. Read from the
+        records when first asked for (a run with ``audio_level="video"``), not kept by a run that levels its
+        sound otherwise, nor pickled to loader workers."""
+        if isinstance(self._level_stats, _Unread):
+            self._level_stats = self._read_level_stats()
+        return self._level_stats
+
+    @level_stats.setter
+    def level_stats(self, value: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self._level_stats = value
+
+    def _stats_stored(self, stats: pa.Table, rows: np.ndarray) -> bool:
+        """Whether the records ``rows`` of ``stats`` (the records' two statistics columns) all hold them; a
+        background list of the wrong length is a damaged cache."""
+        if not len(rows):
+            return False
         peak, background = stats.column("level_peak"), stats.column("level_background")
-        if not stats.num_rows or peak.null_count or background.null_count:
-            return None
-        n_mels = self.config.n_mels
-        lengths = pc.list_value_length(background).to_numpy()
-        if (lengths != n_mels).any():
+        if peak.is_null().to_numpy(zero_copy_only=False)[rows].any() or \
+                background.is_null().to_numpy(zero_copy_only=False)[rows].any():
+            return False
+        lengths = pc.list_value_length(background).to_numpy(zero_copy_only=False)[rows]
+        if (lengths != self.config.n_mels).any():
             raise VideolabelError(f"damaged cache {self.cache_dir}: a record's level_background does not have "
-                                  f"{n_mels} bands; ingest again with --overwrite")
-        values = pc.list_flatten(background).to_numpy().astype(np.float32, copy=False)
-        return peak.to_numpy().astype(np.float32, copy=False), values.reshape(stats.num_rows, n_mels)
+                                  f"{self.config.n_mels} bands; ingest again with --overwrite")
+        return True
+
+    def _read_level_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        table = read_records(self.cache_dir).select(["video_id", *STATS_COLUMNS])
+        ids = pa.array(self.videos["video_id"].tolist(), pa.string())
+        where = pc.index_in(ids, value_set=table.column("video_id"))
+        if where.null_count:
+            raise VideolabelError(f"{self.cache_dir}: videos vanished from the cache while it was in use "
+                                  "(an ingest with --overwrite?); start again")
+        rows = where.to_numpy(zero_copy_only=False).astype(np.int64)
+        if not self._stats_stored(table, rows):
+            return None
+        stats = table.take(pa.array(rows))
+        values = pc.list_flatten(stats.column("level_background")).to_numpy().astype(np.float32, copy=False)
+        peaks = stats.column("level_peak").to_numpy().astype(np.float32, copy=False)
+        return peaks, values.reshape(len(rows), self.config.n_mels)
 
     def _check_shapes(self) -> None:
         c = self.config
@@ -164,6 +201,8 @@ class ShardDataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_maps"] = {}
         state["_buffers"] = None
+        if state["_level_stats"] is not None:  # read again where it is asked for
+            state["_level_stats"] = _UNREAD
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -178,6 +178,11 @@ def _chunks(ds: "ShardDataset", max_clips: int, batch_clips: int):
         v0 = v1
 
 
+def _stored(ds: "ShardDataset", max_clips: int) -> bool:
+    """Whether :func:`video_level_table` reads ``ds``'s statistics from what ingest stored."""
+    return max_clips == MAX_CLIPS and ds.level_stats is not None
+
+
 def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLIPS, batch_clips: int = 512,
                       device: torch.device | str = "cpu") -> tuple[np.ndarray, float, np.ndarray]:
     """:func:`video_level_offsets` of every video of ``ds`` (``[videos, n_mels]`` float32), the collection's
@@ -190,20 +195,20 @@ def video_level_table(ds: "ShardDataset", floor: float, max_clips: int = MAX_CLI
     stored) two passes over the cache's sound (the peaks, then the offsets), about ``batch_clips`` clips at a
     time, computed on ``device`` (the run's); a video longer than ``max_clips`` clips is measured on
     ``max_clips`` of them, evenly spaced."""
-    if ds.level_stats is not None and max_clips == MAX_CLIPS:
-        stored_peaks, background = (torch.from_numpy(np.array(a)) for a in ds.level_stats)
-        gain = collection_gain(stored_peaks)
-        table = offsets_from_background(stored_peaks, background, floor, gain).numpy()
-        raised = torch.isfinite(stored_peaks).numpy() & (table < gain - 1e-6).any(axis=1)
-        return table, gain, raised
-    peaks = torch.full((len(ds.videos),), -torch.inf)
-    for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
-        peaks[v0:v1] = video_peaks(ds.read_audio(clips.tolist()).to(device), used).cpu()
-    gain = collection_gain(peaks)
-    table = np.zeros((len(ds.videos), ds.config.n_mels), np.float32)
-    for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
-        audio = ds.read_audio(clips.tolist()).to(device)
-        table[v0:v1] = video_level_offsets(audio, used, floor, gain).cpu().numpy()
+    if _stored(ds, max_clips):
+        assert ds.level_stats is not None
+        peaks, background = (torch.from_numpy(np.array(a)) for a in ds.level_stats)
+        gain = collection_gain(peaks)
+        table = offsets_from_background(peaks, background, floor, gain).numpy()
+    else:
+        peaks = torch.full((len(ds.videos),), -torch.inf)
+        for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
+            peaks[v0:v1] = video_peaks(ds.read_audio(clips.tolist()).to(device), used).cpu()
+        gain = collection_gain(peaks)
+        table = np.zeros((len(ds.videos), ds.config.n_mels), np.float32)
+        for v0, v1, clips, used in _chunks(ds, max_clips, batch_clips):
+            audio = ds.read_audio(clips.tolist()).to(device)
+            table[v0:v1] = video_level_offsets(audio, used, floor, gain).cpu().numpy()
     raised = torch.isfinite(peaks).numpy() & (table < gain - 1e-6).any(axis=1)
     return table, gain, raised
 
@@ -245,5 +250,5 @@ def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.d
     if level != "video":
         return None
     table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
-    source = "ingest" if ds.level_stats is not None else "measured"
+    source = "ingest" if _stored(ds, MAX_CLIPS) else "measured"
     return Levels(torch.from_numpy(table).to(device), gain, raised, source)
