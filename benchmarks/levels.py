@@ -53,11 +53,14 @@ def main() -> None:
           f"({platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"device {args.device}; best of {args.rounds}")
     print()
-    print("| cache | videos | clips | stored statistics | measured (two passes) | ms per clip measured | same table |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| cache | videos | clips | reading the stored statistics (once) | table from them | measured (two passes) "
+          "| ms per clip measured | same table |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for cache in args.caches:
         ds = ShardDataset(cache)
-        stats = ds.level_stats
+        t0 = time.perf_counter()
+        stats = ds.level_stats  # read from the records when first asked for
+        read_s = time.perf_counter() - t0
         stored_s, stored = _best(ds, args.device, args.rounds) if stats is not None else (math.nan, None)
         ds.level_stats = None
         measured_s, measured = _best(ds, args.device, args.rounds)
@@ -65,6 +68,7 @@ def main() -> None:
         same = "-" if stored is None else (
             "yes, bit for bit" if stored[0].tobytes() == measured[0].tobytes() and stored[1] == measured[1] else "NO")
         print(f"| {cache} | {len(ds.videos):,} | {len(ds):,} | "
+              f"{'-' if stored is None else f'{1e3 * read_s:.1f} ms'} | "
               f"{'-' if stored is None else f'{1e3 * stored_s:.1f} ms'} | {measured_s:.2f} s | "
               f"{1e3 * measured_s / max(len(ds), 1):.2f} | {same} |")
 
