@@ -318,14 +318,20 @@ def test_offsets_from_the_stored_statistics_are_the_measured_ones():
 
 
 def test_a_cache_ingested_before_the_statistics_were_stored(avdigits_cache, tmp_path):
-    """Records without the statistics (a cache from before): the run measures them, the same table; a record
+    """Records without the statistics (a cache from before): the run measures them, the same table, and says so
+    first; a record
     whose background has the wrong number of bands is a damaged cache, refused in one line."""
+    import io
     import shutil
 
     import pyarrow.parquet as pq
 
     from videolabel.data.dataset import ShardDataset
+    from videolabel.data.levels import MAX_CLIPS, measuring_notice
     from videolabel.errors import VideolabelError
+    from videolabel.train.config import make_config
+    from videolabel.train.loop import Trainer
+    from videolabel.train.progress import TrainProgress
 
     cache, _ = avdigits_cache
     want = video_level_table(ShardDataset(cache), 0.0)
@@ -339,6 +345,20 @@ def test_a_cache_ingested_before_the_statistics_were_stored(avdigits_cache, tmp_
     assert ds.level_stats is None
     got = video_level_table(ds, 0.0)
     assert got[0].tobytes() == want[0].tobytes() and got[1] == want[1]
+
+    # a run tells its user before it measures (on rank 0, through the progress's note), and only then
+    clips = int(ds.videos["n_clips"].clip(upper=MAX_CLIPS).sum())
+    for where, measured in ((old, True), (cache, False)):
+        said: list[str] = []
+        cfg = make_config(None, {"preset": "tiny", "num_clusters": 4, "num_heads": 1, "epochs": 1, "workers": 0,
+                                 "progress": "none", "audio_level": "video"})
+        Trainer(where, tmp_path / f"run-{measured}", cfg, device="cpu", say=said.append).close()
+        assert said == ([measuring_notice(ds)] if measured else [])
+    assert f"two passes over {clips:,} clips" in measuring_notice(ds) and "ingest --overwrite" in measuring_notice(ds)
+    shown = io.StringIO()
+    TrainProgress("log", stream=shown).note(measuring_notice(ds))
+    TrainProgress("none", stream=shown).note("not shown")
+    assert shown.getvalue() == measuring_notice(ds) + "\n"
 
     shutil.rmtree(old)
     shutil.copytree(cache, old)

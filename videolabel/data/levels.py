@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from videolabel.data.dataset import ShardDataset
 
 __all__ = ["LEVEL_PEAK", "LEVEL_TOLERANCE", "MAX_CLIPS", "Levels", "apply_levels", "collection_gain", "levels_for",
-           "offsets_from_background", "video_level_offsets", "video_level_table", "video_peaks"]
+           "measuring_notice", "offsets_from_background", "video_level_offsets", "video_level_table", "video_peaks"]
 
 #: the level ``audio_level="video"`` moves a collection's typical recording to: its median video's loudest bin,
 #: 6 nats (26 dB) above the fixed floor ``log(1)``, where AV-Digits' recordings (peaks at -9 to -1 dBFS) sit
@@ -243,12 +243,23 @@ def apply_levels(audio: torch.Tensor, offsets: torch.Tensor, video_index: torch.
     return audio.float() + rows.unsqueeze(-1)
 
 
-def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.device | str = "cpu"
-               ) -> Levels | None:
+def measuring_notice(ds: "ShardDataset") -> str:
+    """What a user is told before the two passes of :func:`video_level_table` over an old cache's sound."""
+    clips = int(np.minimum(ds.videos["n_clips"].to_numpy(np.int64), MAX_CLIPS).sum())
+    return (f"levels: {ds.cache_dir} was ingested before the sound's level statistics were stored; measuring "
+            f"them now, two passes over {clips:,} clips' sound (about 0.6-2 ms per clip; `videolabel ingest "
+            "--overwrite` stores them)")
+
+
+def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.device | str = "cpu", *,
+               say: Callable[[str], None] | None = None) -> Levels | None:
     """The :class:`Levels` a run's ``audio_level`` asks for on ``ds``, their offsets on ``device``:
-    :func:`video_level_table` for ``"video"`` (the fixed floor of ``log_floor`` under them), None for the others."""
+    :func:`video_level_table` for ``"video"`` (the fixed floor of ``log_floor`` under them), None for the others.
+    ``say``, when given, is called with :func:`measuring_notice` before an old cache's sound is measured."""
     if level != "video":
         return None
+    if say is not None and not _stored(ds, MAX_CLIPS):
+        say(measuring_notice(ds))
     table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
     source = "ingest" if _stored(ds, MAX_CLIPS) else "measured"
     return Levels(torch.from_numpy(table).to(device), gain, raised, source)

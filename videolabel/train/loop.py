@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -83,7 +83,10 @@ class Trainer:
     """One SeLaVi run. ``Trainer(...).run()`` trains; the pieces are public for benchmarks and tests."""
 
     def __init__(self, cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
-                 gt: str | Path | None = None, device: str | None = None) -> None:
+                 gt: str | Path | None = None, device: str | None = None,
+                 say: Callable[[str], None] | None = None) -> None:
+        """``say``: where rank 0 tells the user of a slow step before it starts (an old cache's sound levels
+        measured at the start); not called on other ranks."""
         self.cfg = cfg.validate()
         self.out = Path(out_dir)
         self.info = D.setup(device)
@@ -117,7 +120,8 @@ class Trainer:
         if cfg.channels_last:  # also on the CPU: the tiny towers' label passes ran 1.7-2.4x faster (oneDNN)
             self.model.to_channels_last()
         self.inputs = make_inputs(self.model.preset, cfg, self.cuda)
-        levels = levels_for(self.ds, cfg.audio_level, cfg.log_floor, self.dev)  # None unless audio_level=video
+        levels = levels_for(self.ds, cfg.audio_level, cfg.log_floor, self.dev,  # None unless audio_level=video
+                            say=say if self.info.is_main else None)
         self.passes = Passes(cfg, self.model, self.ds, self.inputs, self.info, self.first_clip, self.n_clips,
                              levels.offsets if levels is not None else None)
         self.optimizer = make_optimizer(self.model, cfg, self.base_lr)
@@ -366,11 +370,12 @@ def train(cache_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *, resum
     ``progress``: an object with ``start(total, done)``, ``update(step, metrics)`` and ``stop()`` (see
     :class:`~videolabel.train.progress.TrainProgress`); default: ``TrainProgress(cfg.progress)``."""
     try:
-        trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device)
         if progress is None:
             from videolabel.train.progress import TrainProgress
 
             progress = TrainProgress(cfg.progress)
+        trainer = Trainer(cache_dir, out_dir, cfg, resume=resume, gt=gt, device=device,
+                          say=getattr(progress, "note", None))
         return trainer.run(progress=progress if trainer.info.is_main else None)
     finally:
         D.teardown()

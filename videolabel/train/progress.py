@@ -42,6 +42,13 @@ class TrainProgress:
         elif self.mode == "log":
             print(f"train: {done}/{total} steps{said}", file=self.stream, flush=True)
 
+    def note(self, message: str) -> None:
+        """One line for the user outside the bar (a slow step about to start); nothing in mode "none"."""
+        if self.mode == "rich" and self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False)
+        elif self.mode != "none":
+            print(message, file=self.stream, flush=True)
+
     def update(self, step: int, m: dict[str, Any]) -> None:
         info = (f"loss {m.get('loss', float('nan')):.3f}  {m.get('clips_per_s', 0):.1f} clips/s  "
                 f"data_wait {100 * m.get('data_wait', 0):.0f}%  lr {m.get('lr', 0):.4g}")
