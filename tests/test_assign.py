@@ -320,7 +320,7 @@ def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
     heads``)."""
     from videolabel.assign_table import head_rule
     from videolabel.inference import load_run
-    from videolabel.train.distill import final_space_features
+    from videolabel.train.distill import final_space_features, final_stream_weights
 
     run, _, _ = tiny_run
     r = cli("assign", str(run), "--out", str(tmp_path / "auto.parquet"), "--workers", "0",
@@ -330,11 +330,14 @@ def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
     f = pd.read_parquet(tmp_path / "f.parquet")
     assert (f["path"].to_numpy() == df["path"].to_numpy()).all()
     tc = load_run(run, torch.device("cpu")).train_config
-    assert tc.final_labels == "features" and tc.final_space == "shared"
-    x = final_space_features(torch.from_numpy(np.stack(f["video_features"].to_numpy()).astype(np.float32)),
-                             torch.from_numpy(np.stack(f["audio_features"].to_numpy()).astype(np.float32)),
-                             torch.from_numpy(f["has_audio"].to_numpy(bool).copy()), tc.num_clusters,
-                             tc.final_space).astype(np.float64)
+    assert tc.final_labels == "features" and tc.final_space == "shared" and tc.stream_weights == "auto"
+    fv = torch.from_numpy(np.stack(f["video_features"].to_numpy()).astype(np.float32))
+    fa = torch.from_numpy(np.stack(f["audio_features"].to_numpy()).astype(np.float32))
+    has = torch.from_numpy(f["has_audio"].to_numpy(bool).copy())
+    weights = final_stream_weights(fv, fa, has, tc.num_clusters, tc.seed)  # as the run weighed its streams
+    assert meta["stream_weights"] == [round(weights.video, 4), round(weights.audio, 4)]
+    assert max(meta["stream_weights"]) == 1.0 and meta["stream_videos"] == int(has.sum())
+    x = final_space_features(fv, fa, has, tc.num_clusters, tc.final_space, weights).astype(np.float64)
     want = []
     for h in range(3):
         c = df[f"cluster_h{h}"].to_numpy()
@@ -344,6 +347,7 @@ def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
     assert want[meta["head"]] <= min(want) * (1 + 1e-6) and (df["cluster"] == df[f"cluster_h{meta['head']}"]).all()
     assert "head_consensus_nmi" not in meta
     assert f"cluster = head {meta['head']} (chosen by the lowest k-means objective" in r.stdout
+    assert f"streams weighted: frames {weights.video:.2f}, sound {weights.audio:.2f}" in r.stdout
     assert (head_rule("auto", "features", 3), head_rule("auto", "heads", 3)) == ("objective", "agreement")
     assert head_rule("auto", "features", 1) == "agreement" and head_rule("consensus", "heads", 3) == "consensus"
 

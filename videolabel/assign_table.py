@@ -269,12 +269,18 @@ def pick_head(run: RunModel, full: dict[str, torch.Tensor], has_audio: torch.Ten
         if rule == "consensus":
             raw = consensus_scores(clusters)
             return int(np.argmax(raw)), scores, rule, {"head_consensus_nmi": [round(x, 6) for x in raw]}
-        from videolabel.train.distill import final_space_features
+        from videolabel.train.distill import final_space_features, final_stream_weights
 
         tc = run.train_config
-        x = final_space_features(full["fv"], full["fa"], has_audio, tc.num_clusters, tc.final_space)
+        weights = None
+        if tc.stream_weights == "auto" and tc.modalities in ("both", "concat"):  # as the run weighed them
+            weights = final_stream_weights(full["fv"], full["fa"], has_audio, tc.num_clusters, tc.seed)
+        x = final_space_features(full["fv"], full["fa"], has_audio, tc.num_clusters, tc.final_space, weights)
         obj = kmeans_objective(x, clusters)
-        return objective_head(x, clusters), scores, rule, {"head_objective": [round(v, 4) for v in obj]}
+        said: dict[str, Any] = {"head_objective": [round(v, 4) for v in obj]}
+        if weights is not None:
+            said.update(weights.record())
+        return objective_head(x, clusters), scores, rule, said
     return (choose_head(scores) if scores is not None else 0), scores, rule, None
 
 

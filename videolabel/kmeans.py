@@ -280,7 +280,7 @@ def pca_whiten(features: np.ndarray, dims: int, eps: float = 1e-6) -> np.ndarray
 
 
 def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor, modality: str = "both", *,
-                    pca: int = 0, shared: int = 0) -> np.ndarray:
+                    pca: int = 0, shared: int = 0, weights: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Global-average-pooled encoder features for k-means: per modality PCA-whitened to ``pca`` dims
     (0: not) then L2-normalised, and concatenated (both; zeros for a video without audio).
 
@@ -292,7 +292,9 @@ def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor,
     ``shared > 0`` (the ``shared`` space): instead of the whitened features, each modality's top
     ``shared`` canonical variates with the other modality (CCA after whitening to ``pca`` dims,
     :func:`videolabel.cluster.cca.shared_features`): only what the frames and the sound vary in together.
-    Needs both modalities' features even for ``modality="visual"`` or ``"audio"``."""
+    Needs both modalities' features even for ``modality="visual"`` or ``"audio"``. ``weights``: the frames'
+    and the sound's block are multiplied by these after the normalisation (``modality="both"``;
+    :mod:`videolabel.cluster.weights`)."""
     import torch
     import torch.nn.functional as F
 
@@ -316,6 +318,8 @@ def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor,
         f = fv
     elif modality == "audio":
         f = fa
-    else:
+    elif weights == (1.0, 1.0):
         f = torch.cat([fv, fa], dim=1)
+    else:
+        f = torch.cat([fv * float(weights[0]), fa * float(weights[1])], dim=1)
     return np.ascontiguousarray(f.numpy().astype(np.float32))

@@ -93,6 +93,10 @@ def assign(
     if objective:
         typer.echo(f"cluster = head {summary.meta['head']} (chosen by the lowest k-means objective in the run's "
                    "final space; per head: " + ", ".join(f"{x:.1f}" for x in objective) + ")")
+        weights, seen = summary.meta.get("stream_weights"), summary.meta.get("stream_seen")
+        if weights and seen:  # the run weighs its streams (stream_weights=auto)
+            typer.echo(f"  streams weighted: frames {weights[0]:.2f}, sound {weights[1]:.2f} (of the frames' own "
+                       f"clusters the sound predicts {seen[0]:.2f} NMI, of the sound's the frames {seen[1]:.2f})")
     elif consensus:
         typer.echo(f"cluster = head {summary.meta['head']} (chosen by consensus; mean NMI to the other heads per "
                    "head: " + ", ".join(f"{x:.2f}" for x in consensus) + ")")

@@ -74,6 +74,10 @@ class TrainConfig:
     # (each modality's canonical variates with the other: only what frames and sound vary in together;
     # not in the paper, docs/method.md "What both streams share")
     final_space: str = "joint"
+    # final_labels="features": the weight of each stream's features in that k-means: "equal", or "auto" (the
+    # stream whose own clusters the other stream sees less counts less, the more so the less the two share;
+    # not in the paper, videolabel.cluster.weights, docs/method.md "Stream weights in the final labels")
+    stream_weights: str = "equal"
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
     log_floor: float = 1.0  # spectrogram floor: log(mel + floor) (method.md, speaker shortcut)
@@ -148,6 +152,7 @@ class TrainConfig:
         need(self.final_labels in ("heads", "features"), "final_labels must be heads or features")
         need(self.distill_epochs >= 1, "distill_epochs must be >= 1")
         need(self.final_space in ("joint", "shared"), "final_space must be joint or shared")
+        need(self.stream_weights in ("equal", "auto"), "stream_weights must be equal or auto")
         need(self.precise_bn_clips >= 0, "precise_bn_clips must be >= 0")
         need(self.label_bn != "precise" or self.precise_bn_clips >= 2, "label_bn=precise needs precise_bn_clips >= 2")
         need(self.n_solves >= 1, "n_solves must be >= 1")
@@ -198,6 +203,10 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "label_inputs": "eval",
         "final_labels": "features",
         "final_space": "shared",
+        # the stream whose own clusters the other stream sees less counts less in that k-means, the more so the
+        # less the two share (method.md, "Stream weights in the final labels"); AV-Digits' streams share enough to
+        # stay within 0.03 of equal
+        "stream_weights": "auto",
         "label_bn": "batch",
         "decorrelate": False,
         "video_norm": "clip",

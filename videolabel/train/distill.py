@@ -12,6 +12,7 @@ labels new videos with the same clusters.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,36 +23,56 @@ from videolabel.models.selavi import SeLaVi
 from videolabel.seeds import DISTILL, generator, seed_for
 from videolabel.train import dist as D
 
-__all__ = ["distill_heads", "final_space_features", "kmeans_labels"]
+if TYPE_CHECKING:
+    from videolabel.cluster.weights import StreamWeights
+
+__all__ = ["distill_heads", "final_space_features", "final_stream_weights", "kmeans_labels"]
+
+
+def final_stream_weights(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
+                         seed: int) -> StreamWeights:
+    """The streams' weights in the final space (``stream_weights: auto``): :func:`videolabel.cluster.weights.
+    measure_stream_weights` on the videos with sound, each modality PCA-whitened to 32 dimensions and
+    L2-normalised (the ``joint`` space's blocks)."""
+    from videolabel.cluster.weights import measure_stream_weights
+    from videolabel.kmeans import pooled_features
+
+    ok = has_audio.numpy().astype(bool)
+    xv = pooled_features(video_features, audio_features, has_audio, "visual", pca=32)[ok]
+    xa = pooled_features(video_features, audio_features, has_audio, "audio", pca=32)[ok]
+    return measure_stream_weights(xv, xa, num_clusters, seed=seed_for(seed, DISTILL, 1 << 16) % (1 << 31))
 
 
 def final_space_features(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
-                         space: str = "joint") -> np.ndarray:
+                         space: str = "joint", weights: StreamWeights | None = None) -> np.ndarray:
     """The points the final k-means of :func:`kmeans_labels` clusters, float32 ``[N, D]``: per modality
     PCA-whitened to 32 dimensions (``space="joint"``) or the ``2 K`` top canonical variates with the other
     modality after whitening to 64 (``space="shared"``, with at least 3 videos with sound), L2-normalised
-    and concatenated (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``)."""
+    and concatenated (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``), each modality's block
+    times its weight (``weights``, :func:`final_stream_weights`; None: equal)."""
     from videolabel.cluster.cca import SHARED_PCA, shared_dims
     from videolabel.kmeans import pooled_features
 
+    w = (1.0, 1.0) if weights is None else (weights.video, weights.audio)
     if space == "shared" and int(has_audio.sum()) >= 3:
         return pooled_features(video_features, audio_features, has_audio, "both", pca=SHARED_PCA,
-                               shared=shared_dims(num_clusters))
-    return pooled_features(video_features, audio_features, has_audio, "both", pca=32)
+                               shared=shared_dims(num_clusters), weights=w)
+    return pooled_features(video_features, audio_features, has_audio, "both", pca=32, weights=w)
 
 
 def kmeans_labels(video_features: Tensor, audio_features: Tensor, has_audio: Tensor, num_clusters: int,
-                  num_heads: int, seed: int, space: str = "joint") -> Tensor:
+                  num_heads: int, seed: int, space: str = "joint", weights: StreamWeights | None = None) -> Tensor:
     """[H, N] labels: k-means with K = ``num_clusters`` on the videos' pooled features, one seed per head.
 
     The features ([N, Dv] and [N, Da], CPU) are, per modality, PCA-whitened to 32 dimensions
     (``space="joint"``, as ``assign --method kmeans``) or reduced to their ``2 K`` top canonical variates
     with the other modality after whitening to 64 (``space="shared"``, as ``assign --method kmeans
-    --space shared``), then L2-normalised (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``).
+    --space shared``), then L2-normalised (:func:`videolabel.kmeans.pooled_features`, ``modality="both"``)
+    and weighted (``weights``: :func:`final_stream_weights`; None: equal).
     """
     from videolabel.kmeans import kmeans
 
-    x = final_space_features(video_features, audio_features, has_audio, num_clusters, space)
+    x = final_space_features(video_features, audio_features, has_audio, num_clusters, space, weights)
     return torch.stack([torch.as_tensor(kmeans(x, num_clusters, seed=seed_for(seed, DISTILL, h) % (1 << 31)).labels,
                                         dtype=torch.int64) for h in range(num_heads)])
 

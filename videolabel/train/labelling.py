@@ -18,7 +18,7 @@ from videolabel.cluster.priors import ADAPTIVE_WARMUP, adaptive_prior
 from videolabel.metrics import nmi
 from videolabel.seeds import ALIGN, BN, LABEL, SPLIT, generator, seed_for
 from videolabel.train import dist as D
-from videolabel.train.distill import distill_heads, kmeans_labels
+from videolabel.train.distill import distill_heads, final_stream_weights, kmeans_labels
 from videolabel.train.objective import cluster_size_entropy, cluster_sizes, clusters_used
 from videolabel.train.passes import Passes
 from videolabel.train.solve import label_log_probs, modality_agreement_metrics, solve_head
@@ -156,8 +156,12 @@ def distill_labels(passes: Passes, labels: torch.Tensor, has_audio: torch.Tensor
     fv, fa, owner, mean = passes.final_features()
     full = D.all_gather_rows(mean, passes.n).cpu()
     dv = fv.shape[1]
-    space = cfg.final_space if cfg.modalities in ("both", "concat") else "joint"  # shared needs both streams
-    new = kmeans_labels(full[:, :dv], full[:, dv:], has_audio.cpu(), K, H, cfg.seed, space=space)
+    both = cfg.modalities in ("both", "concat")
+    space = cfg.final_space if both else "joint"  # shared needs both streams
+    weights = None
+    if both and cfg.stream_weights == "auto":
+        weights = final_stream_weights(full[:, :dv], full[:, dv:], has_audio.cpu(), K, cfg.seed)
+    new = kmeans_labels(full[:, :dv], full[:, dv:], has_audio.cpu(), K, H, cfg.seed, space=space, weights=weights)
     steps, fit = distill_heads(passes.model, fv, fa, owner, new, has_audio, epochs=cfg.distill_epochs,
                                weight_decay=cfg.weight_decay, seed=cfg.seed, rank=info.rank,
                                world_size=info.world_size)
@@ -165,6 +169,8 @@ def distill_labels(passes: Passes, labels: torch.Tensor, has_audio: torch.Tensor
                          "distill_steps": steps, "heads_fit": fit,
                          "labels_nmi_last_solve": float(np.mean([nmi(labels[h].numpy(), new[h].numpy())
                                                                   for h in range(H)]))}
+    if weights is not None:
+        m.update(weights.record())
     if gt_codes is not None:
         ok = gt_codes >= 0
         m["nmi_gt_head0"] = float(nmi(gt_codes[ok], new[0].numpy()[ok]))
