@@ -28,7 +28,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def _tiny_cfg(seed: int = 0):
     return make_config(None, dict(preset="tiny", num_clusters=6, num_heads=3, epochs=1, batch_size=16, workers=0,
-                                  n_solves=1, align_proposals=200, progress="none", seed=seed))
+                                  n_solves=1, align_proposals=200, progress="none", seed=seed,
+                                  stream_weights="auto"))
 
 
 @pytest.fixture(scope="module")
@@ -337,6 +338,9 @@ def test_auto_head_follows_how_the_heads_were_labelled(tiny_run, tmp_path):
     weights = final_stream_weights(fv, fa, has, tc.num_clusters, tc.seed)  # as the run weighed its streams
     assert meta["stream_weights"] == [round(weights.video, 4), round(weights.audio, 4)]
     assert max(meta["stream_weights"]) == 1.0 and meta["stream_videos"] == int(has.sum())
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    distill = [r for r in rows if r.get("event") == "distill"]
+    assert len(distill) == 1 and max(distill[0]["stream_weights"]) == 1.0 and len(distill[0]["stream_seen"]) == 2
     x = final_space_features(fv, fa, has, tc.num_clusters, tc.final_space, weights).astype(np.float64)
     want = []
     for h in range(3):

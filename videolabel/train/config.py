@@ -75,8 +75,8 @@ class TrainConfig:
     # not in the paper, docs/method.md "What both streams share")
     final_space: str = "joint"
     # final_labels="features": the weight of each stream's features in that k-means: "equal", or "auto" (the
-    # stream whose own clusters the other stream sees less counts less, the more so the less the two share;
-    # not in the paper, videolabel.cluster.weights, docs/method.md "Stream weights in the final labels")
+    # stream whose own clusters the other stream sees less counts less when the two share little; not in the
+    # paper and not yet a default: videolabel.cluster.weights, docs/method.md "Stream weights in the final labels")
     stream_weights: str = "equal"
     precise_bn_clips: int = 2048  # also recomputed for inference at the end of training; 0 = never
     modalities: str = "both"  # "both", "video" (SeLa on frames), "audio", "concat" (Table 3(b) baseline)
@@ -203,10 +203,6 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "label_inputs": "eval",
         "final_labels": "features",
         "final_space": "shared",
-        # the stream whose own clusters the other stream sees less counts less in that k-means, the more so the
-        # less the two share (method.md, "Stream weights in the final labels"); AV-Digits' streams share enough to
-        # stay within 0.03 of equal
-        "stream_weights": "auto",
         "label_bn": "batch",
         "decorrelate": False,
         "video_norm": "clip",
