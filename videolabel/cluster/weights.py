@@ -17,7 +17,7 @@ how much of the sound's clusters the frames predict (NMI, 0 to 1), and the weigh
 
 near 1 unless the streams share little of what they cluster on (``q_max`` well below 1), and then close to
 ``q_s / q_max``. The stream whose clusters the other sees more always keeps weight 1. The cube keeps short runs
-of a collection whose streams both hold the class (their features not yet aligned: ``q_max`` 0.3-0.6) near
+of a collection whose streams both hold the class (their features not yet aligned: ``q_max`` 0.28-0.63) near
 equal weights; with the plain ``1 - q_max`` they lost 2-8 NMI there (``docs/method.md``).
 
 Not in the paper. Measured in ``docs/method.md``, "Stream weights in the final labels".
