@@ -318,8 +318,6 @@ def pooled_features(fv: torch.Tensor, fa: torch.Tensor, has_audio: torch.Tensor,
         f = fv
     elif modality == "audio":
         f = fa
-    elif weights == (1.0, 1.0):
-        f = torch.cat([fv, fa], dim=1)
-    else:
+    else:  # (times 1.0 is exact: equal weights are the plain concatenation, bit for bit)
         f = torch.cat([fv * float(weights[0]), fa * float(weights[1])], dim=1)
     return np.ascontiguousarray(f.numpy().astype(np.float32))

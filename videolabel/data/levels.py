@@ -258,8 +258,8 @@ def levels_for(ds: "ShardDataset", level: str, log_floor: float, device: torch.d
     ``say``, when given, is called with :func:`measuring_notice` before an old cache's sound is measured."""
     if level != "video":
         return None
-    if say is not None and not _stored(ds, MAX_CLIPS):
+    stored = _stored(ds, MAX_CLIPS)
+    if say is not None and not stored:
         say(measuring_notice(ds))
     table, gain, raised = video_level_table(ds, math.log(max(log_floor, 1e-6)), device=device)
-    source = "ingest" if _stored(ds, MAX_CLIPS) else "measured"
-    return Levels(torch.from_numpy(table).to(device), gain, raised, source)
+    return Levels(torch.from_numpy(table).to(device), gain, raised, "ingest" if stored else "measured")

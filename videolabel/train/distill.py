@@ -34,12 +34,15 @@ def final_stream_weights(video_features: Tensor, audio_features: Tensor, has_aud
     """The streams' weights in the final space (``stream_weights: auto``): :func:`videolabel.cluster.weights.
     measure_stream_weights` on the videos with sound, each modality PCA-whitened to 32 dimensions and
     L2-normalised (the ``joint`` space's blocks)."""
-    from videolabel.cluster.weights import measure_stream_weights
-    from videolabel.kmeans import pooled_features
+    from videolabel.cluster.weights import StreamWeights, measure_stream_weights
+    from videolabel.kmeans import pca_whiten
 
     ok = has_audio.numpy().astype(bool)
-    xv = pooled_features(video_features, audio_features, has_audio, "visual", pca=32)[ok]
-    xa = pooled_features(video_features, audio_features, has_audio, "audio", pca=32)[ok]
+    if int(ok.sum()) < 2:  # nothing to whiten the sound over (measure_stream_weights: equal weights anyway)
+        return StreamWeights(1.0, 1.0, float("nan"), float("nan"), int(ok.sum()))
+    # each stream's block of the joint space (pooled_features: whitened per modality, then L2-normalised), once
+    xv = F.normalize(torch.from_numpy(pca_whiten(video_features.numpy(), 32)), dim=1).numpy()[ok]
+    xa = F.normalize(torch.from_numpy(pca_whiten(audio_features.numpy()[ok], 32)), dim=1).numpy()
     return measure_stream_weights(xv, xa, num_clusters, seed=seed_for(seed, DISTILL, 1 << 16) % (1 << 31))
 
 
