@@ -1,15 +1,15 @@
-"""Benchmark: a trained run's final labels made again with other settings of the final k-means, side by side.
+"""Benchmark: a trained run's end of training done again with other settings of its final labels, side by side.
 
 A ``tiny`` run ends with k-means on its final features, distilled into the heads (``final_labels: features``,
-:mod:`videolabel.train.distill`). Settings of that last step (``stream_weights``, ``final_space``) do not change
-the training before it, so they can be compared on runs already trained: for each run and each setting, the
-run's final model is loaded, its final labels are made again exactly as the end of training makes them
-(:func:`videolabel.train.labelling.distill_labels`: the same features, k-means seeds and distillation), and the
-result is labelled by ``assign`` with its defaults on the run's cache and, if given, on a held-out cache. Every
-arm, the run's own setting included, goes through the same steps, so the arms differ by the setting alone.
-The k-means labels (``labels.parquet``) are exactly those a fresh run with the setting would end with; the heads'
-distillation starts from the run's distilled heads rather than from the solves' heads, so the heads (and what
-``assign`` writes) differ from a fresh run's by that, in every arm alike.
+:meth:`videolabel.train.loop.Trainer.finish`). Settings that act only in that last step (``stream_weights``,
+``final_space``, ``distill_epochs``) do not change the training before it, so they can be compared on runs
+already trained: for each run and each setting, the state the run's training ended with (``checkpoint-last.pt``,
+saved before ``finish``) is restored into a new run folder trained with the setting, and ``finish`` runs there as
+it does at the end of a fresh run (BatchNorm statistics, final k-means labels, distillation from the solves'
+heads). So every arm's model and labels are **exactly those of a fresh run** with that setting: the arm with the
+run's own settings reproduces the run's ``labels.parquet`` and ``model-final.pt`` bit for bit, which the table
+shows. Each arm is then labelled by ``assign`` with its defaults on the run's cache and, if given, on a held-out
+cache.
 
 Usage:
     python benchmarks/final_labels.py --run RUN --labels LABELS.csv [--run RUN --labels ...] \\
@@ -23,7 +23,6 @@ of the run's final k-means labels, in %.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as _dt
 import json
 import platform
@@ -44,31 +43,51 @@ from videolabel.assign import AssignOptions, assign  # noqa: E402
 from videolabel.errors import VideolabelError  # noqa: E402
 from videolabel.inference import load_run  # noqa: E402
 from videolabel.metrics import hungarian_accuracy, nmi  # noqa: E402
-from videolabel.train.checkpoint import FINAL  # noqa: E402
-from videolabel.train.config import make_config  # noqa: E402
-from videolabel.train.labelling import distill_labels  # noqa: E402
+from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint  # noqa: E402
+from videolabel.train.config import diff_configs, make_config  # noqa: E402
 from videolabel.train.loop import Trainer  # noqa: E402
 
+#: the table's word for :func:`finish_again`'s check (``None``: an arm with other settings than the run's)
+REPRODUCED = {True: "yes", False: "**no**", None: "-"}
 
-def refinalise(run_dir: Path, out: Path, settings: dict[str, str]) -> dict[str, Any]:
-    """``run_dir``'s final labels made again under ``settings`` into the new run folder ``out``; the ``distill``
-    row it logs."""
-    run = load_run(run_dir, torch.device("cpu"))
-    if run.cache is None:
+#: settings that act only in :meth:`Trainer.finish`: an arm may change these and nothing else
+FINISH_SETTINGS = frozenset({"stream_weights", "final_space", "distill_epochs"})
+
+
+def finish_again(run_dir: Path, out: Path, settings: dict[str, str]) -> dict[str, Any]:
+    """``run_dir``'s end of training done again under ``settings`` in the new run folder ``out``, exactly as a fresh
+    run with them ends; the ``distill`` row it logs, and whether it reproduced the run's own labels and model."""
+    if unknown := sorted(set(settings) - FINISH_SETTINGS):
+        raise VideolabelError(f"{', '.join(unknown)} act(s) before the end of training: only "
+                              f"{', '.join(sorted(FINISH_SETTINGS))} can be compared on a trained run")
+    state = load_checkpoint(run_dir / LAST, need=RESUME_KEYS)
+    if int(state["step"]) != int(state["total_steps"]):
+        raise VideolabelError(f"{run_dir / LAST}: step {state['step']} of {state['total_steps']}: the run's training "
+                              "has not ended")
+    cache = load_run(run_dir, torch.device("cpu")).cache
+    if cache is None:
         raise VideolabelError(f"{run_dir}: no run.json naming its cache")
-    cfg = make_config(dataclasses.asdict(run.train_config), {**settings, "progress": "none"})
-    trainer = Trainer(run.cache, out, cfg, device="cpu")
+    cfg = make_config(state["train_config"], {**settings, "progress": "none", "workers": "0"})
+    trainer = Trainer(cache, out, cfg, device="cpu")
     try:
-        trainer.model.load_state_dict(run.model.state_dict())
-        trainer.step = trainer.total_steps
-        trainer.labels, row = distill_labels(trainer.passes, trainer.labels, trainer.has_audio, trainer.step,
-                                             trainer.gt_codes)
-        trainer.log(row)
-        trainer.save(FINAL)
-        trainer.write_labels()
+        trainer.restore(state)
+        trainer.finish()
     finally:
         trainer.close()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    row = next(r for r in reversed(rows) if r.get("event") == "distill")
+    if not diff_configs(state["train_config"], cfg):  # the run's own settings: it must come out the same
+        row["reproduced"] = same_result(run_dir, out)
     return row
+
+
+def same_result(a: Path, b: Path) -> bool:
+    """Whether two run folders hold the same final labels and the same final model weights, bit for bit."""
+    la, lb = pd.read_parquet(a / "labels.parquet"), pd.read_parquet(b / "labels.parquet")
+    if not la.equals(lb):
+        return False
+    wa, wb = load_checkpoint(a / FINAL)["model"], load_checkpoint(b / FINAL)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def scores(assigned: Path, labels: Path) -> dict[str, float]:
@@ -118,10 +137,11 @@ def main() -> None:
             name = f"{run_dir.name}-" + ("-".join(f"{k}={v}" for k, v in arm.items()) or "as-trained")
             out = args.out / name
             t0 = time.perf_counter()
-            distill = refinalise(run_dir, out, arm)
+            distill = finish_again(run_dir, out, arm)
             row: dict[str, Any] = {"run": str(run_dir), "arm": arm, "seconds": round(time.perf_counter() - t0, 1),
                                    "stream_weights": distill.get("stream_weights"),
-                                   "stream_seen": distill.get("stream_seen")}
+                                   "stream_seen": distill.get("stream_seen"),
+                                   "reproduced": distill.get("reproduced")}
             assign(out, out / "assign.parquet", options=AssignOptions(workers=0))
             row["train"] = scores(out / "assign.parquet", args.labels[i])
             row["train"]["kmeans_nmi"] = label_scores(out / "labels.parquet", args.labels[i])
@@ -141,15 +161,19 @@ def main() -> None:
         "- Scores in %: `assign`'s chosen head (`--head auto`) NMI / accuracy, and the mean NMI over the heads; on "
         "the run's own videos (the self-labelling setting) and, where given, on a held-out cache",
         "",
-        "| run | arm | weights (frames, sound) | seen (q_v, q_a) | own videos: chosen NMI / Acc | heads NMI "
-        "| k-means labels NMI | held-out: chosen NMI / Acc | heads NMI |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|",
+        "- Reproduced: for the arm with the run's own settings, whether its labels and final model are the run's, bit "
+        "for bit",
+        "",
+        "| run | arm | reproduced | weights (frames, sound) | seen (q_v, q_a) | own videos: chosen NMI / Acc "
+        "| heads NMI | k-means labels NMI | held-out: chosen NMI / Acc | heads NMI |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         held = r.get("heldout")
         setting = ", ".join(f"{k}={v}" for k, v in r["arm"].items()) or "as trained"
         lines.append(
-            f"| {Path(r['run']).name} | {setting} | {r['stream_weights'] or '-'} | {r['stream_seen'] or '-'} "
+            f"| {Path(r['run']).name} | {setting} | {REPRODUCED[r['reproduced']]} | {r['stream_weights'] or '-'} "
+            f"| {r['stream_seen'] or '-'} "
             f"| {r['train']['nmi']:.1f} / {r['train']['acc']:.1f} | {r['train']['heads_nmi']:.1f} "
             f"| {r['train']['kmeans_nmi']:.1f} | "
             + (f"{held['nmi']:.1f} / {held['acc']:.1f} | {held['heads_nmi']:.1f} |" if held else "- | - |"))

@@ -158,7 +158,7 @@ class Trainer:
             check_resumable(state, self.cfg, ingest_hash=self.ingest_hash, videos_hash=self.videos_hash,
                             videos=self.n, world_size=self.info.world_size)
             try:
-                self._restore(state)
+                self.restore(state)
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
                 raise VideolabelError(f"damaged checkpoint {ckpt}: {type(exc).__name__}: {first_line(exc)}") from None
             return
@@ -169,7 +169,9 @@ class Trainer:
             schedule=self.schedule))
         D.barrier()
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
+        """A checkpoint's training state (:meth:`state_dict`) into this trainer, as ``--resume`` restores it; the
+        caller checks that it belongs to this run (:func:`~videolabel.train.rundir.check_resumable`)."""
         load_weights(self.model, state["model"], self.out / LAST)
         self.optimizer.load_state_dict(state["optimizer"])
         for key, like in (("labels", self.labels), ("prior_masses", self.prior_masses)):
