@@ -73,6 +73,18 @@ def test_a_run_whose_training_has_not_ended_is_refused(fl, run, tmp_path) -> Non
         fl.finish_again(cut, tmp_path / "y", {})
 
 
+def test_a_run_saved_before_a_setting_existed_keeps_the_default_of_then(fl, run, tmp_path) -> None:
+    run_dir, _ = run
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    state = load_checkpoint(old / LAST)
+    saved = {k: v for k, v in state["train_config"].items() if k != "stream_weights"}  # before the setting
+    save_checkpoint({**state, "train_config": saved}, old / LAST)
+    row = fl.finish_again(old, tmp_path / "z", {})
+    assert "reproduced" in row  # the run's own settings: equal weights, the dataclass default, not tiny's auto
+    assert json.loads((tmp_path / "z" / "config.json").read_text())["stream_weights"] == "equal"
+
+
 def test_the_script_end_to_end(run, tmp_path) -> None:
     run_dir, labels = run
     res = tmp_path / "r.md"
