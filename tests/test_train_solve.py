@@ -69,7 +69,9 @@ def test_solve_head_matches_the_prior_to_the_previous_sizes():
     ref = sinkhorn(log_p, r, lam=20.0, tol=1e-4, max_iters=2000)
     torch.testing.assert_close(res.labels, ref.labels, rtol=0, atol=0)
     assert r[3] == r.max() and r[2] == r.min()  # the largest mass went to the largest cluster
-    plain = solve_head(log_p, masses, previous, match=False, lam=20.0, tol=1e-4, max_iters=2000)
-    torch.testing.assert_close(plain.labels, sinkhorn(log_p, masses, lam=20.0, tol=1e-4, max_iters=2000).labels)
+    # the plain prior is far from these sizes: at tol=1e-4 Sinkhorn-Knopp stops at 2000 iterations with a warning
+    # (marginal error 8e-4), which says nothing of what is compared here
+    plain = solve_head(log_p, masses, previous, match=False, lam=20.0, tol=1e-3, max_iters=2000)
+    torch.testing.assert_close(plain.labels, sinkhorn(log_p, masses, lam=20.0, tol=1e-3, max_iters=2000).labels)
     sizes = np.bincount(res.labels.numpy(), minlength=K) / n
     assert np.abs(sizes - r.numpy()).max() < 0.1
