@@ -45,7 +45,7 @@ from videolabel.errors import VideolabelError  # noqa: E402
 from videolabel.inference import load_run  # noqa: E402
 from videolabel.metrics import hungarian_accuracy, nmi  # noqa: E402
 from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint  # noqa: E402
-from videolabel.train.config import TrainConfig, diff_configs, make_config  # noqa: E402
+from videolabel.train.config import as_saved, diff_configs, make_config  # noqa: E402
 from videolabel.train.loop import Trainer  # noqa: E402
 
 #: the table's word for :func:`finish_again`'s check (``None``: an arm with other settings than the run's)
@@ -68,9 +68,8 @@ def finish_again(run_dir: Path, out: Path, settings: dict[str, str]) -> dict[str
     cache = load_run(run_dir, torch.device("cpu")).cache
     if cache is None:
         raise VideolabelError(f"{run_dir}: no run.json naming its cache")
-    # a setting added since the run was trained: the default of then, as --resume reads it (diff_configs)
-    saved = {**TrainConfig().to_dict(), **state["train_config"]}
-    cfg = make_config(saved, {**settings, "progress": "none", "workers": "0"})
+    # a setting added since the run was trained: the default of then, as --resume reads it
+    cfg = make_config(as_saved(state["train_config"]), {**settings, "progress": "none", "workers": "0"})
     trainer = Trainer(cache, out, cfg, device="cpu")
     try:
         trainer.restore(state)

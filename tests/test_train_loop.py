@@ -421,3 +421,24 @@ def test_one_writer_per_run_folder(avdigits_cache, tmp_path):
     finally:
         lock.release()
     Trainer(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1), resume=True, device="cpu").close()
+
+
+def test_cli_resume_of_a_run_saved_before_a_setting_existed(avdigits_cache, tmp_path):
+    """``train --resume`` with no flags on a run whose config predates ``stream_weights`` goes on as the run was
+    trained (equal weights), where the recipe's new default (``auto``) would have refused it."""
+    from videolabel.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+
+    cache, _ = avdigits_cache
+    run = tmp_path / "run"
+    train(cache, run, tiny_cfg(epochs=1, n_solves=1, num_heads=1, num_clusters=4, distill_epochs=2), device="cpu")
+    state = load_checkpoint(run / LAST)
+    old = {k: v for k, v in state["train_config"].items() if k != "stream_weights"}  # as saved before the setting
+    save_checkpoint({**state, "train_config": old}, run / LAST)
+    (run / "config.json").write_text(json.dumps({k: v for k, v in json.loads((run / "config.json").read_text()).items()
+                                                 if k != "stream_weights"}))
+    p = cli("train", str(cache), "--out", str(run), "--resume", "--device", "cpu", "--progress", "none")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    distill = [r for r in rows if r.get("event") == "distill"]
+    assert distill and "stream_weights" not in distill[-1]  # finished with equal weights, as it was trained
+    assert load_checkpoint(run / LAST)["train_config"]["stream_weights"] == "equal"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from videolabel.errors import VideolabelError
-from videolabel.train.config import TrainConfig, diff_configs, make_config
+from videolabel.train.config import TrainConfig, as_saved, diff_configs, make_config
 from videolabel.train.rundir import RunFolder, check_resumable, hash_ids
 from videolabel.train.signals import StopFlag
 
@@ -99,3 +99,16 @@ def test_resume_compares_a_setting_the_run_predates_at_its_default() -> None:
     state = {"train_config": saved, "ingest_hash": "i", "videos_hash": "v", "n_videos": 2, "world_size": 1}
     with pytest.raises(VideolabelError, match="spec_masks: run has 2, asked 1"):
         check_resumable(state, tiny, ingest_hash="i", videos_hash="v", videos=2, world_size=1)
+
+
+def test_a_saved_run_reads_a_setting_it_predates_at_the_default_of_then() -> None:
+    """``--resume`` reads the run's config.json through :func:`as_saved`: a setting the run predates takes its
+    dataclass default (what the run trained with), not the preset's recipe, so the run resumes as it was."""
+    tiny = make_config(None, {"preset": "tiny"})
+    assert tiny.stream_weights == "auto" and TrainConfig().stream_weights == "equal"
+    saved = {k: v for k, v in tiny.to_dict().items() if k not in ("stream_weights", "spec_masks")}
+    assert make_config(saved).stream_weights == "auto"  # the recipe's: resuming would be refused
+    cfg = make_config(as_saved(saved))
+    assert (cfg.stream_weights, cfg.spec_masks, cfg.preset) == ("equal", 2, "tiny") and diff_configs(saved, cfg) == []
+    assert make_config(as_saved(tiny.to_dict())) == tiny  # a run saved with every setting: itself
+    assert make_config(as_saved(saved), {"stream_weights": "auto"}).stream_weights == "auto"  # a flag still wins

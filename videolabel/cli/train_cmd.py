@@ -58,7 +58,7 @@ def train(
         from videolabel.train.launcher import launch
 
         raise typer.Exit(launch(nproc, sys.argv[1:]))
-    from videolabel.train.config import make_config, parse_settings, read_config_file
+    from videolabel.train.config import as_saved, make_config, parse_settings, read_config_file
     from videolabel.train.loop import train as run_train
     from videolabel.train.progress import TrainProgress
     from videolabel.train.signals import EXIT_PREEMPTED
@@ -75,7 +75,7 @@ def train(
         fail(str(exc))
     file_values = read_config_file(config) if config else None
     if resume and config is None and (out / "config.json").is_file():
-        file_values = read_config_file(out / "config.json")
+        file_values = as_saved(read_config_file(out / "config.json"))  # settings added since: as the run had them
     if flags.get("workers") is None and (config is None or not file_values or file_values.get("workers") is None):
         from videolabel.data.loader import default_loader_workers
 

@@ -336,6 +336,13 @@ def _coerce(key: str, value: Any) -> Any:
         raise VideolabelError(f"bad value for {key}: {value!r}") from None
 
 
+def as_saved(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config values, with every setting added since the run was trained at its dataclass default:
+    the behaviour of then, as :func:`diff_configs` compares it. ``make_config(as_saved(v))`` is the run's config
+    (a ``tiny`` run saved before ``stream_weights`` resumes with ``equal``, not the recipe's ``auto``)."""
+    return {**TrainConfig().to_dict(), **values}
+
+
 def diff_configs(old: dict[str, Any], new: TrainConfig) -> list[str]:
     """Settings that differ between a saved run and a new request, ignoring runtime-only ones.
 
