@@ -42,7 +42,7 @@ from _common import cpu_model, parse_settings  # noqa: E402
 
 from videolabel.assign import AssignOptions, assign  # noqa: E402
 from videolabel.errors import VideolabelError  # noqa: E402
-from videolabel.inference import load_run  # noqa: E402
+from videolabel.inference import run_cache  # noqa: E402
 from videolabel.metrics import hungarian_accuracy, nmi  # noqa: E402
 from videolabel.train.checkpoint import FINAL, LAST, RESUME_KEYS, load_checkpoint  # noqa: E402
 from videolabel.train.config import as_saved, diff_configs, make_config  # noqa: E402
@@ -65,7 +65,7 @@ def finish_again(run_dir: Path, out: Path, settings: dict[str, str]) -> dict[str
     if int(state["step"]) != int(state["total_steps"]):
         raise VideolabelError(f"{run_dir / LAST}: step {state['step']} of {state['total_steps']}: the run's training "
                               "has not ended")
-    cache = load_run(run_dir, torch.device("cpu")).cache
+    cache = run_cache(run_dir)
     if cache is None:
         raise VideolabelError(f"{run_dir}: no run.json naming its cache")
     # a setting added since the run was trained: the default of then, as --resume reads it

@@ -73,19 +73,24 @@ def load_run(run_dir: str | Path, device: torch.device, *, random_init: bool = F
     model.to(device).eval()
     if cfg.channels_last:  # the weights' layout training used (and its final features): 1.4x faster on the CPU
         model.to_channels_last()
-    cache = None
-    info = run_dir / "run.json"
-    if info.is_file():
-        try:
-            doc = json.loads(info.read_bytes().decode("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise VideolabelError(f"unreadable {info} ({type(exc).__name__}); pass --cache") from None
-        cache = doc.get("cache") if isinstance(doc, dict) else None
-        if cache is not None and not isinstance(cache, str):
-            raise VideolabelError(f"{info}: cache must be a path, not {cache!r}; pass --cache")
     return RunModel(model=model, train_config=cfg, ingest_config=state["ingest_config"],
                     ingest_hash=state["ingest_hash"], checkpoint=ckpt, checkpoint_sha1=file_sha1(ckpt),
-                    run_id=run_dir.resolve().name, cache=cache)
+                    run_id=run_dir.resolve().name, cache=run_cache(run_dir))
+
+
+def run_cache(run_dir: str | Path) -> str | None:
+    """The cache a run was trained on, as its ``run.json`` names it (``None`` without one)."""
+    info = Path(run_dir) / "run.json"
+    if not info.is_file():
+        return None
+    try:
+        doc = json.loads(info.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise VideolabelError(f"unreadable {info} ({type(exc).__name__}); pass --cache") from None
+    cache = doc.get("cache") if isinstance(doc, dict) else None
+    if cache is not None and not isinstance(cache, str):
+        raise VideolabelError(f"{info}: cache must be a path, not {cache!r}; pass --cache")
+    return cache
 
 
 def _pick_clips(first: np.ndarray, count: np.ndarray, clips: int | None) -> tuple[np.ndarray, np.ndarray]:

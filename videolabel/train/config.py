@@ -351,11 +351,11 @@ def diff_configs(old: dict[str, Any], new: TrainConfig) -> list[str]:
     ``spec_masks`` trained with 2 masks, and resuming it under the recipe's 1 is refused).
     """
     out = []
-    defaults = TrainConfig().to_dict()
+    saved = as_saved(old)
     for key, value in new.to_dict().items():
         if key in RUNTIME_FIELDS:
             continue
-        had = old.get(key, defaults[key])
+        had = saved[key]
         if had != value:
             out.append(f"{key}: run has {had!r}, asked {value!r}" + ("" if key in old else " (the default then)"))
     return out
